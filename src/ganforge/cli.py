@@ -1,0 +1,233 @@
+"""Command line: a thin layer over the Python API (ganforge.training, ganforge.generate, ganforge.data).
+
+Bad input of any kind ends in one line on stderr and exit code 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ganforge import __version__
+from ganforge.errors import TrainingDiverged, UserError
+
+EXIT_USER = 2
+EXIT_DIVERGED = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="ganforge", description="Train, evaluate, compare and use GANs for images.")
+    ap.add_argument("--version", action="version", version=f"ganforge {__version__}")
+    _add_common(ap)
+    sub = ap.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a GAN from a config (a YAML path or preset name)",
+                       description="ganforge train CONFIG [key=value ...] | ganforge train --resume RUN_DIR [key=value ...]")  # fmt: skip
+    p.add_argument("args", nargs="*", metavar="CONFIG|key=value", help="config file or preset, then overrides")
+    p.add_argument("--run-dir", help="where the run is written (default runs/<name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where its last checkpoint left it")
+    p.add_argument("--init-from", metavar="CKPT", help="fine-tune: start from the weights of a checkpoint or run")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+
+    p = sub.add_parser("sample", help="sample images from a trained run")
+    p.add_argument("run_dir", help="a run directory written by `ganforge train`")
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--grid", help="write a grid PNG here (default RUN_DIR/sample-seed<S>.png)")
+    p.add_argument("--out", help="write one PNG per image into this folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nrow", type=int, help="images per grid row")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_common(p)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", parser_class=_Parser, metavar="SUBCOMMAND")
+    q = dsub.add_parser("info", help="count, shape, classes and value range of a data source")
+    q.add_argument("source", help="fashion-mnist, mnist[:test], a folder or a .zip")
+    q.add_argument("--data-dir", help="folder holding the dataset files")
+    q.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+    q.add_argument("--json", action="store_true")
+    _add_common(q)
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="train the default Fashion-MNIST DCGAN on CPU and write samples")
+    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--steps", type=int, help="override the demo's step budget")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_common(p)
+
+    p = sub.add_parser("presets", help="list the configs shipped with ganforge")
+    _add_common(p)
+    p = sub.add_parser("models", help="list the registered models and losses")
+    _add_common(p)
+    return ap
+
+
+def _split_train_args(args: list[str]) -> tuple[str | None, list[str]]:
+    config, overrides = None, []
+    for a in args:
+        if "=" in a:
+            overrides.append(a)
+        elif config is None:
+            config = a
+        else:
+            raise UserError(f"unexpected argument {a!r}: give one config, then key=value overrides")
+    return config, overrides
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from ganforge.training.launch import train
+
+    config, overrides = _split_train_args(a.args)
+    if config is None and a.resume is None:
+        raise UserError("give a config (YAML path or preset, see `ganforge presets`) or --resume RUN_DIR")
+    run, summary = train(config, overrides, run_dir=a.run_dir, resume=a.resume, init_from=a.init_from,
+                         device=a.device, quiet=a.quiet)  # fmt: skip
+    _report_run(run.path, summary)
+    return 0
+
+
+def _report_run(path: Path, summary: dict[str, Any]) -> None:
+    from ganforge.training import checkpoint as ckpt
+
+    have = ckpt.list_checkpoints(path / "checkpoints")
+    stopped = f" (stopped by {summary['stopped_by']})" if summary.get("stopped_by") else ""
+    print(f"run: {path}  step {summary['step']}{stopped}")
+    samples = sorted((path / "samples").glob("step-*.png"))
+    if samples:
+        print(f"  samples:     {samples[-1]}")
+    if (path / "loss_curves.png").exists():
+        print(f"  loss curves: {path / 'loss_curves.png'}")
+    if have:
+        print(f"  checkpoint:  {have[-1][1].with_suffix('.safetensors')}")
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    from ganforge.generate import sample_to_files
+
+    if a.n < 1:
+        raise UserError(f"--n must be at least 1, got {a.n}")
+    out = sample_to_files(a.run_dir, n=a.n, seed=a.seed, grid=a.grid, out_dir=a.out, ema=not a.no_ema,
+                          device=a.device, nrow=a.nrow)  # fmt: skip
+    if "grid" in out:
+        print(f"grid: {out['grid']}")
+    if "files" in out:
+        print(f"{len(out['files'])} images in {a.out}")
+    return 0
+
+
+def cmd_data(a: argparse.Namespace) -> int:
+    if a.data_command != "info":
+        raise UserError("usage: ganforge data info SOURCE [--data-dir DIR]")
+    from ganforge.data import dataset_info
+
+    info = dataset_info(a.source, data_dir=a.data_dir, strict=a.strict)
+    if a.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k:>12}: {v}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from ganforge.training.launch import train
+    from ganforge.training.run import is_run_dir
+
+    path = Path(a.run_dir)
+    overrides = [f"train.steps={a.steps}"] if a.steps else []
+    if is_run_dir(path):
+        from ganforge.training import checkpoint as ckpt
+
+        have = ckpt.list_checkpoints(path / "checkpoints")
+        cfg_steps = a.steps or _preset_steps("fashion_mnist_dcgan")
+        if have and have[-1][0] >= cfg_steps:
+            print(f"demo run {path} is already trained (step {have[-1][0]}); delete it to train again")
+            run_path, summary = path, {"step": have[-1][0]}
+        else:
+            run, summary = train(None, overrides, resume=path, device=a.device)
+            run_path = run.path
+    else:
+        run, summary = train("fashion_mnist_dcgan", overrides, run_dir=path, device=a.device)
+        run_path = run.path
+    _report_run(run_path, summary)
+    return 0
+
+
+def _preset_steps(name: str) -> int:
+    from ganforge.config import load_config
+
+    return load_config(name)["train"]["steps"]
+
+
+def cmd_presets(a: argparse.Namespace) -> int:
+    from ganforge.config import list_presets, load_config
+
+    for name in list_presets():
+        c = load_config(name)
+        print(f"{name:28s} {c['model']['name']:8s} {c['loss']['name']:8s} {c['data']['source']} "
+              f"{c['data']['resolution']}px, {c['train']['steps']} steps")  # fmt: skip
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from ganforge.losses import LOSSES
+    from ganforge.models import MODELS
+
+    for name in MODELS.names():
+        fam = MODELS.get(name)
+        print(f"model {name:10s} {fam.description} (resolutions {', '.join(map(str, fam.resolutions))})")
+    for name in LOSSES.names():
+        print(f"loss  {name}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data, "demo": cmd_demo,
+            "presets": cmd_presets, "models": cmd_models}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        a = build_parser().parse_args(argv)
+        if a.command is None:
+            build_parser().print_help()
+            return EXIT_USER
+        return COMMANDS[a.command](a)
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"ganforge: error: {e}", file=sys.stderr)
+        return EXIT_USER
+    except TrainingDiverged as e:
+        if debug:
+            traceback.print_exc()
+        print(f"ganforge: error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print("ganforge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""Configuration: YAML files plus dotted `key=value` overrides, validated against one schema.
+
+Every key has a default, a type and (where it matters) the accepted values, so a typo or a bad value
+is caught before any work starts, with a one-line error that names the key and what it accepts.
+The fully resolved config is written to each run directory, which makes runs self-describing.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ganforge.errors import UserError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default, type, accepted values and a short help text."""
+
+    default: Any
+    type: type | tuple[type, ...]
+    help: str = ""
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = False
+
+
+SCHEMA: dict[str, Any] = {
+    "name": Key("run", str, "short name of the run; the default run dir is runs/<name>"),
+    "seed": Key(0, int, "seed for weights, data order, noise and augmentation", min=0),
+    "device": Key("auto", str, "where to train", choices=("auto", "cpu", "cuda")),
+    "data": {
+        "source": Key("fashion-mnist", str, "dataset spec: fashion-mnist, mnist[:test], a folder or .zip"),
+        "data_dir": Key(None, str, "folder holding the dataset files", nullable=True),
+        "resolution": Key(32, int, "image size the models see", choices=(28, 32, 64, 128)),
+        "channels": Key(1, int, "1 = grayscale, 3 = RGB", choices=(1, 3)),
+        "hflip": Key(False, bool, "random horizontal flip of real images"),
+        "strict": Key(False, bool, "fail on the first unreadable image instead of skipping it"),
+    },
+    "model": {
+        "name": Key("dcgan", str, "generator/discriminator family (see `ganforge models`)"),
+        "z_dim": Key(100, int, "latent size", min=1, max=4096),
+        "nf": Key(64, int, "width multiplier (channels of the widest-resolution layer)", min=1, max=4096),
+        "d_norm": Key("batch", str, "normalization in D", choices=("batch", "none")),
+        "d_dropout": Key(None, float, "dropout in D (null = the model's default)", min=0.0, max=0.95, nullable=True),
+        "hidden": Key(256, int, "hidden width of the MLP models", min=1, max=65536),
+    },
+    "loss": {
+        "name": Key("nsgan", str, "adversarial loss (see `ganforge models`)"),
+    },
+    "train": {
+        "steps": Key(2000, int, "generator updates in total", min=1),
+        "batch_size": Key(64, int, "images per step", min=1, max=65536),
+        "lr_g": Key(2e-4, float, "Adam learning rate of G", min=0.0, max=1.0),
+        "lr_d": Key(2e-4, float, "Adam learning rate of D", min=0.0, max=1.0),
+        "beta1": Key(0.5, float, "Adam beta1", min=0.0, max=0.9999),
+        "beta2": Key(0.999, float, "Adam beta2", min=0.0, max=0.9999999),
+        "ema": Key(True, bool, "keep an exponential moving average of G (G_ema) for sampling"),
+        "ema_decay": Key(0.999, float, "EMA decay per step", min=0.0, max=1.0),
+        "ema_start": Key(0, int, "step from which G_ema averages (before: a copy of G)", min=0),
+        "log_every": Key(10, int, "steps between metrics.jsonl / TensorBoard scalars", min=1),
+        "sample_every": Key(200, int, "steps between sample grids (0 = only at the end)", min=0),
+        "checkpoint_every": Key(500, int, "steps between checkpoints (0 = only at the end)", min=0),
+        "keep_checkpoints": Key(3, int, "how many recent checkpoints to keep", min=1),
+        "n_samples": Key(64, int, "images in each sample grid (fixed noise)", min=1, max=1024),
+        "threads": Key(0, int, "CPU threads for torch (0 = torch's default)", min=0, max=1024),
+        "channels_last": Key(True, bool, "channels-last memory format for conv models (faster on CPU)"),
+        "tensorboard": Key(True, bool, "write TensorBoard scalars and images under tb/"),
+    },
+}
+
+
+def defaults() -> dict[str, Any]:
+    """The config with every key at its default."""
+
+    def walk(node: dict[str, Any]) -> dict[str, Any]:
+        return {k: walk(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in node.items()}
+
+    return walk(SCHEMA)
+
+
+def _lookup(dotted: str) -> Key:
+    node: Any = SCHEMA
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:i]) or "top level"
+            valid = sorted(node) if isinstance(node, dict) else []
+            hint = difflib.get_close_matches(part, valid, n=1)
+            sugg = f" (did you mean {'.'.join(parts[:i] + hint)!r}?)" if hint else ""
+            raise UserError(f"unknown config key {dotted!r}{sugg}; valid keys at {where}: {', '.join(valid)}")
+        node = node[part]
+    if isinstance(node, dict):
+        raise UserError(f"config key {dotted!r} is a section; set one of its keys: {', '.join(sorted(node))}")
+    return node
+
+
+def _coerce(dotted: str, key: Key, value: Any) -> Any:
+    """Check (and gently convert: int -> float, '1e-4' -> float) one value against its key."""
+    if value is None:
+        if key.nullable:
+            return None
+        raise UserError(f"config key {dotted!r} cannot be empty; expected {_type_name(key)}")
+    types = key.type if isinstance(key.type, tuple) else (key.type,)
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if float in types and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if bool not in types and isinstance(value, bool) or not isinstance(value, types):
+        raise UserError(f"config key {dotted!r} must be {_type_name(key)}, got {value!r} ({type(value).__name__})")
+    if key.choices and value not in key.choices:
+        raise UserError(f"config key {dotted!r} must be one of {', '.join(map(str, key.choices))}; got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UserError(f"config key {dotted!r} must be a finite number; got {value!r}")
+    if key.min is not None and value < key.min or key.max is not None and value > key.max:
+        lo = "-inf" if key.min is None else key.min
+        hi = "inf" if key.max is None else key.max
+        raise UserError(f"config key {dotted!r} must be in [{lo}, {hi}]; got {value!r}")
+    return value
+
+
+def _type_name(key: Key) -> str:
+    types = key.type if isinstance(key.type, tuple) else (key.type,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    s = " or ".join(names.get(t, t.__name__) for t in types)
+    return s + (" or null" if key.nullable else "")
+
+
+def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Validate `update` key by key and merge it into a copy of `base`."""
+    out = copy.deepcopy(base)
+    if not isinstance(update, dict):
+        raise UserError(f"config section {prefix or 'top level'!r} must be a mapping, got {update!r}")
+    for k, v in update.items():
+        dotted = f"{prefix}{k}"
+        if not isinstance(k, str):
+            raise UserError(f"config keys must be strings, got {k!r} in {prefix or 'top level'!r}")
+        node = _lookup_node(dotted)
+        if isinstance(node, dict):
+            out[k] = merge(out.get(k, {}), v if v is not None else {}, dotted + ".")
+        else:
+            out[k] = _coerce(dotted, node, v)
+    return out
+
+
+def _lookup_node(dotted: str) -> Any:
+    node: Any = SCHEMA
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            _lookup(dotted)  # raises with a helpful message
+        node = node[part]
+    return node
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.steps=40` -> ('train.steps', 40); values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise UserError(f"override {text!r} must look like key=value, e.g. train.steps=40")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"override {text!r} has no key; write key=value, e.g. train.steps=40")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, list)):
+        value = raw  # a scalar was meant: keep the text and let validation judge it
+    return key, value
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        key, value = parse_override(text)
+        _lookup(key)
+        nested: dict[str, Any] = {}
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        cfg = merge(cfg, nested)
+    return cfg
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A path to a YAML file, or the name of a preset shipped with ganforge (`fashion_mnist_dcgan`)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    preset = CONFIG_DIR / (name_or_path if name_or_path.endswith(".yaml") else name_or_path + ".yaml")
+    if preset.is_file():
+        return preset
+    raise UserError(
+        f"config {name_or_path!r} not found; give a YAML file path or a preset: {', '.join(list_presets())}"
+    )
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config {path}: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        msg = " ".join(str(e).split())
+        raise UserError(f"config {path} is not valid YAML: {msg}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a YAML mapping of sections (data:, model:, train:)")
+    return data
+
+
+def load_config(name_or_path: str | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Defaults <- YAML file (or preset) <- overrides, all validated."""
+    cfg = defaults()
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        cfg = merge(cfg, load_yaml(path))
+        if "name" not in load_yaml(path):
+            cfg["name"] = path.stem
+    return apply_overrides(cfg, overrides or [])
+
+
+def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Re-validate a full config (e.g. one read back from a run dir)."""
+    return merge(defaults(), cfg)
+
+
+def dump(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

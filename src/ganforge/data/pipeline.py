@@ -1,0 +1,86 @@
+"""An endless, reproducible stream of training batches built from a uint8 NHWC array.
+
+Data order is a function of (seed, epoch) and flips of (seed, step), so the stream's whole state is
+two integers: resume restores them and the next batch is bitwise the one an uninterrupted run sees.
+Decoding happened once (see data/cache.py); here a batch is an index, a uint8 gather, a float
+conversion to [-1, 1] and optional flips, done in torch on the training device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ganforge.errors import UserError
+
+_MIX = 1_000_003  # keeps (seed, counter) pairs apart when they seed a generator
+
+
+def seeded_generator(seed: int, counter: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * _MIX + counter) % (2**63 - 1))
+    return g
+
+
+class BatchStream:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        hflip: bool = False,
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        n = len(images)
+        if n < batch_size * world_size:
+            raise UserError(
+                f"the dataset has {n} images, fewer than one batch (train.batch_size={batch_size}"
+                + (f" x {world_size} processes" if world_size > 1 else "")
+                + "); lower train.batch_size or add images"
+            )
+        # small enough datasets live in RAM as one tensor; huge ones stay memory-mapped
+        arr = np.ascontiguousarray(images) if images.nbytes < (4 << 30) else images
+        self.images = torch.from_numpy(arr) if isinstance(arr, np.ndarray) and arr.flags.writeable else arr
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.hflip, self.channels_last = hflip, channels_last
+        self.rank, self.world_size = rank, world_size
+        self.n = n
+        self.epoch, self.pos = 0, 0
+        self._perm: torch.Tensor | None = None
+
+    def _permutation(self) -> torch.Tensor:
+        if self._perm is None:
+            self._perm = torch.randperm(self.n, generator=seeded_generator(self.seed, self.epoch))
+        return self._perm
+
+    def next(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch for `step`: (float NCHW in [-1, 1] on device, labels or None)."""
+        global_bs = self.batch_size * self.world_size
+        if self.pos + global_bs > self.n:  # drop the ragged tail, like drop_last=True
+            self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
+        start = self.pos + self.rank * self.batch_size
+        idx = self._permutation()[start : start + self.batch_size]
+        self.pos += global_bs
+        if isinstance(self.images, torch.Tensor):
+            batch = self.images[idx]
+        else:
+            batch = torch.from_numpy(np.asarray(self.images[np.sort(idx.numpy())]))
+            idx = idx[torch.argsort(idx)]
+        x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        if self.hflip:
+            flip = torch.rand(len(x), generator=seeded_generator(self.seed + 1, step)) < 0.5
+            x = torch.where(flip.to(self.device)[:, None, None, None], x.flip(3), x)
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        y = None if self.labels is None else self.labels[idx].to(self.device)
+        return x, y
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos, self._perm = int(state["epoch"]), int(state["pos"]), None

@@ -1,0 +1,64 @@
+"""Turning batches of [-1, 1] tensors into PNG files and grids (Pillow + NumPy, no torchvision)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """NCHW float in [-1, 1] -> NHWC uint8, rounding to nearest like the inverse of x/127.5 - 1."""
+    x = x.detach().float().cpu()
+    x = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def make_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+    """Tile N images into one HWC uint8 array, `nrow` images per row (default: square-ish)."""
+    imgs = to_uint8(x)
+    n, h, w, c = imgs.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    ncol = math.ceil(n / nrow)
+    grid = np.full((ncol * (h + padding) + padding, nrow * (w + padding) + padding, c), pad_value, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        y0, x0 = padding + r * (h + padding), padding + q * (w + padding)
+        grid[y0 : y0 + h, x0 : x0 + w] = imgs[i]
+    return grid
+
+
+def _pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, "L" if arr.shape[-1] == 1 else "RGB")
+
+
+def save_png(arr: np.ndarray, path: Path) -> Path:
+    """Save an HWC uint8 array atomically (temp file + rename)."""
+    from ganforge.training.checkpoint import atomic_write_bytes
+
+    buf = io.BytesIO()
+    _pil(arr).save(buf, format="PNG")
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def save_grid(x: torch.Tensor, path: Path, nrow: int | None = None, upscale: int = 1) -> Path:
+    grid = make_grid(x, nrow)
+    if upscale > 1:
+        grid = grid.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    return save_png(grid, path)
+
+
+def save_images(x: torch.Tensor, out_dir: Path, start: int = 0, prefix: str = "") -> list[Path]:
+    """One PNG per image: out_dir/{prefix}{index:06d}.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, arr in enumerate(to_uint8(x)):
+        p = out_dir / f"{prefix}{start + i:06d}.png"
+        _pil(arr).save(p)
+        paths.append(p)
+    return paths

@@ -1,0 +1,47 @@
+"""Model registry: a family name -> (generator factory, discriminator factory).
+
+Adding a model is one file with a `@MODELS.register("name")` function and one import line in
+`models/__init__.py`. Factories take the resolved config and return `nn.Module`s with the contract
+`G(z, labels=None) -> images in [-1, 1]` and `D(x, labels=None) -> logits of shape (N,)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ganforge.errors import UserError
+from ganforge.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    generator: Callable[[dict[str, Any]], nn.Module]
+    discriminator: Callable[[dict[str, Any]], nn.Module]
+    resolutions: tuple[int, ...]
+    description: str = ""
+
+
+MODELS: Registry[ModelFamily] = Registry("model")
+
+
+def _family(cfg: dict[str, Any]) -> ModelFamily:
+    fam = MODELS.get(cfg["model"]["name"])
+    res = cfg["data"]["resolution"]
+    if res not in fam.resolutions:
+        raise UserError(
+            f"model {cfg['model']['name']!r} does not support data.resolution={res}; "
+            f"use one of {', '.join(map(str, fam.resolutions))}"
+        )
+    return fam
+
+
+def build_generator(cfg: dict[str, Any]) -> nn.Module:
+    return _family(cfg).generator(cfg)
+
+
+def build_discriminator(cfg: dict[str, Any]) -> nn.Module:
+    return _family(cfg).discriminator(cfg)

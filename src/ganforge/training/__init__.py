@@ -1,0 +1,1 @@
+"""Training: the trainer, checkpoints, EMA and the run directory."""

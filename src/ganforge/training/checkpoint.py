@@ -1,0 +1,265 @@
+"""Checkpoints that load without unpickling and survive a crash at any moment.
+
+A checkpoint is two files in `checkpoints/`:
+- `step-XXXXXXXX.safetensors`: every tensor (models under `G.`, `D.`, `G_ema.`; optimizer state under
+  `opt_G.`, `opt_D.`), loadable by any safetensors reader in any language;
+- `step-XXXXXXXX.json`: step, fully resolved config, RNG states, data-stream position, optimizer
+  hyper-parameters and the SHA-256 of the tensor file.
+
+Each file is written to a temporary name, flushed, fsynced and renamed. The JSON is written last and
+names the tensor file's hash, so a checkpoint is complete exactly when its JSON exists and the hash
+matches; anything else is ignored (or reported) on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ganforge import __version__
+from ganforge.errors import UserError
+
+FORMAT = "ganforge-checkpoint/1"
+_NAME = re.compile(r"^step-(\d{8,})\.json$")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# flattening models and optimizers into tensors + JSON
+
+
+def module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and plain values (for JSON)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"{prefix}.{pid}.{key}"] = val.detach().cpu().contiguous()
+            else:
+                plain["state"].setdefault(str(pid), {})[key] = val
+    return tensors, plain
+
+
+def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], plain: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in tensors.items():
+        if name.startswith(prefix + "."):
+            pid, key = name[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(pid), {})[key] = val
+    for pid, st in plain.get("state", {}).items():
+        state.setdefault(int(pid), {}).update(st)
+    opt.load_state_dict({"state": state, "param_groups": plain["param_groups"]})
+
+
+def load_module(prefix: str, module: nn.Module, tensors: dict[str, torch.Tensor], what: str = "") -> None:
+    """Load `prefix.*` tensors into `module`, explaining key or shape mismatches in one line."""
+    sd = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    if not sd:
+        raise UserError(f"checkpoint{what} has no {prefix} tensors; it is not a ganforge checkpoint of this model")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = [k for k in own if k in sd and own[k].shape != sd[k].shape]
+    if missing or unexpected or wrong:
+        detail = []
+        if wrong:
+            k = wrong[0]
+            detail.append(f"{prefix}.{k} has shape {tuple(sd[k].shape)} but the model wants {tuple(own[k].shape)}")
+        if missing:
+            detail.append(f"{len(missing)} tensors missing (e.g. {prefix}.{missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {prefix}.{unexpected[0]})")
+        raise UserError(f"checkpoint{what} does not fit this model: " + "; ".join(detail))
+    module.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: tensors plus its JSON metadata."""
+
+    path: Path  # the .safetensors file
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    def describe(self) -> str:
+        c = self.meta.get("config", {})
+        m, d = c.get("model", {}), c.get("data", {})
+        return (
+            f"model {m.get('name')!r} (nf={m.get('nf')}, z_dim={m.get('z_dim')}) at "
+            f"{d.get('resolution')}px x {d.get('channels')} channels"
+        )
+
+
+def save_checkpoint(
+    directory: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any], keep: int
+) -> Path:
+    """Write one checkpoint atomically, then prune all but the newest `keep` complete ones."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"step-{step:08d}"
+    st_path = directory / f"{stem}.safetensors"
+    fd, tmp = tempfile.mkstemp(prefix="." + stem + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT, "step": str(step)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        digest = sha256_file(Path(tmp))
+        os.replace(tmp, st_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {
+        "format": FORMAT,
+        "step": step,
+        "tensors": st_path.name,
+        "sha256": digest,
+        "ganforge_version": __version__,
+        "torch_version": torch.__version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **meta,
+    }
+    atomic_write_bytes(directory / f"{stem}.json", json.dumps(meta, indent=1).encode())
+    prune(directory, keep)
+    return st_path
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(step, json path) of checkpoints whose JSON exists, oldest first."""
+    if not directory.is_dir():
+        return []
+    out = []
+    for p in directory.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def prune(directory: Path, keep: int) -> None:
+    for _, js in list_checkpoints(directory)[:-keep]:
+        js.unlink(missing_ok=True)  # the JSON goes first: a half-pruned checkpoint is simply incomplete
+        js.with_suffix(".safetensors").unlink(missing_ok=True)
+    for p in directory.glob(".step-*.tmp"):  # leftovers of a process killed mid-write
+        if time.time() - p.stat().st_mtime > 60:
+            p.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path, verify: bool = True) -> Checkpoint:
+    """Load a checkpoint by its .safetensors or .json path, checking its hash."""
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if path.suffix in (".pt", ".pth", ".ckpt", ".pkl", ".bin"):
+        return _read_torch_file(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"{path} is not a checkpoint: expected a .safetensors file or a run directory")
+    js = path.with_suffix(".json")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    meta: dict[str, Any] = {}
+    if js.is_file():
+        try:
+            meta = json.loads(js.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"checkpoint metadata {js} is unreadable ({e}); it is damaged") from None
+        if verify and meta.get("sha256") and sha256_file(path) != meta["sha256"]:
+            raise UserError(f"checkpoint {path} is corrupted or truncated (SHA-256 does not match {js.name})")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"checkpoint {path} is not a readable safetensors file ({e})") from None
+    return Checkpoint(path, tensors, meta)
+
+
+def _read_torch_file(path: Path) -> Checkpoint:
+    """A plain `torch.save`d state dict, loaded with weights_only=True: a pickle that would run code
+    (or hold anything but tensors and plain containers) is refused before it runs."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError and others
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"refused to load {path}: it is not a plain tensor checkpoint ({first[:200]}); "
+            "ganforge only loads safetensors or weights-only torch files"
+        ) from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path} does not hold a flat dict of tensors; cannot use it as a checkpoint")
+    return Checkpoint(path, obj, {})
+
+
+def latest_checkpoint(directory: Path) -> tuple[Checkpoint | None, list[str]]:
+    """Newest intact checkpoint, plus a list of warnings about damaged newer ones it skipped."""
+    warnings: list[str] = []
+    for _, js in reversed(list_checkpoints(directory)):
+        try:
+            return read_checkpoint(js.with_suffix(".safetensors")), warnings
+        except UserError as e:
+            warnings.append(f"skipping damaged checkpoint: {e}")
+    return None, warnings

@@ -1,0 +1,108 @@
+"""`train()`: new run, resume or fine-tune, the function behind `ganforge train`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ganforge.config import apply_overrides, load_config, validate
+from ganforge.errors import UserError
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.run import RunDir, is_run_dir
+from ganforge.training.trainer import Trainer
+
+
+def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    """runs/<name>, or runs/<name>-2, -3, ... so that no earlier run is touched."""
+    p = root / name
+    i = 2
+    while p.exists():
+        p = root / f"{name}-{i}"
+        i += 1
+    return p
+
+
+def resolve_checkpoint(path: str | Path) -> ckpt.Checkpoint:
+    """A checkpoint file, or a run directory (its newest intact checkpoint)."""
+    p = Path(path)
+    if p.is_dir():
+        found, warnings = ckpt.latest_checkpoint(p / "checkpoints" if is_run_dir(p) else p)
+        for w in warnings:
+            print(f"ganforge: warning: {w}", file=sys.stderr)
+        if found is None:
+            raise UserError(f"{p} holds no intact checkpoint (looked for checkpoints/step-*.safetensors)")
+        return found
+    if not p.exists():
+        raise UserError(f"checkpoint {p} does not exist; pass a .safetensors file or a run directory")
+    return ckpt.read_checkpoint(p)
+
+
+def train(
+    config: str | dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    init_from: str | Path | None = None,
+    device: str | None = None,
+    quiet: bool = False,
+    data: Any = None,
+) -> tuple[RunDir, dict[str, Any]]:
+    """Train a GAN. Returns the run directory and a summary (final step, last losses)."""
+    overrides = list(overrides or [])
+    if device is not None:
+        overrides.append(f"device={device}")
+    if resume is not None:
+        if config is not None:
+            raise UserError("--resume takes its config from the run directory; pass overrides only")
+        if init_from is not None:
+            raise UserError("--resume and --init-from cannot be combined")
+        run = RunDir.open(Path(resume))
+        run.lock()
+        cfg = apply_overrides(run.read_config(), overrides)
+        found, warnings = ckpt.latest_checkpoint(run.checkpoints)
+        for w in warnings:
+            print(f"ganforge: warning: {w}", file=sys.stderr)
+            run.log_text("WARNING " + w)
+        if found is None:
+            raise UserError(f"{run.path} has no intact checkpoint to resume from; start a new run instead")
+        if found.step >= cfg["train"]["steps"]:
+            raise UserError(
+                f"{run.path} is already at step {found.step} >= train.steps={cfg['train']['steps']}; "
+                f"pass a larger train.steps=N to train further"
+            )
+        trainer = Trainer(cfg, run, data=data, quiet=quiet)
+        trainer.load_state(found)
+        run.write_config(cfg)
+        run.truncate_metrics(found.step)
+        if warnings:
+            print(f"ganforge: resuming from the newest intact checkpoint, step {found.step}", file=sys.stderr)
+        run.log_text(f"resumed from {found.path.name} (step {found.step}) to train.steps={cfg['train']['steps']}")
+    else:
+        if isinstance(config, dict):
+            cfg = apply_overrides(validate(config), overrides)
+        else:
+            cfg = load_config(config, overrides)
+        init = resolve_checkpoint(init_from) if init_from is not None else None
+        path = Path(run_dir) if run_dir is not None else default_run_dir(cfg["name"])
+        trainer_data = data
+        run = RunDir.create(path, cfg)
+        try:
+            trainer = Trainer(cfg, run, data=trainer_data, quiet=quiet)
+        except BaseException:
+            run.close()
+            raise
+        if init is not None:
+            trainer.init_from(init)
+            run.log_text(f"initialised from {init.path}")
+        run.log_text(f"started: {cfg['model']['name']} on {cfg['data']['source']} for {cfg['train']['steps']} steps")
+    try:
+        summary = trainer.fit()
+        run.log_text(
+            f"finished at step {summary['step']}"
+            + (f" (stopped by {summary['stopped_by']})" if summary["stopped_by"] else "")
+        )
+    finally:
+        run.close()
+    return run, summary

@@ -1,0 +1,298 @@
+"""The training loop. `Trainer.train_step` is the whole GAN update and fits on a screen; the rest
+is bookkeeping that makes a run observable (logs, grids, TensorBoard) and unkillable (atomic
+checkpoints, exact resume, NaN stop, SIGINT/SIGTERM save).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ganforge.data.pipeline import BatchStream, seeded_generator
+from ganforge.errors import TrainingDiverged, UserError
+from ganforge.images import make_grid, save_png
+from ganforge.losses import build_loss
+from ganforge.models import build_discriminator, build_generator
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.ema import EMA
+from ganforge.training.run import RunDir
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+# --- RNG state <-> JSON: resume restores every random stream the step consumes ----------------------
+def rng_state() -> dict[str, Any]:
+    def b64(t: torch.Tensor) -> str:
+        return base64.b64encode(t.numpy().tobytes()).decode()
+
+    np_state = np.random.get_state()
+    return {
+        "torch": b64(torch.get_rng_state()),
+        "cuda": [b64(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    def unb64(s: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
+
+    torch.set_rng_state(unb64(state["torch"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([unb64(s) for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+class Trainer:
+    def __init__(self, cfg: dict[str, Any], run: RunDir | None = None, data: Any = None, quiet: bool = False):
+        self.cfg, self.run, self.quiet = cfg, run, quiet
+        t = cfg["train"]
+        if t["threads"]:
+            torch.set_num_threads(t["threads"])
+        self.device = resolve_device(cfg["device"])
+        self.seed = cfg["seed"]
+        torch.manual_seed(self.seed)  # weight init, dropout
+        np.random.seed(self.seed % 2**32)
+        random.seed(self.seed)
+
+        if data is None:
+            from ganforge.data import load_dataset
+
+            d = cfg["data"]
+            data = load_dataset(d["source"], d["resolution"], d["channels"], d["data_dir"], strict=d["strict"])
+        self.data = data
+        self.G = build_generator(cfg).to(self.device)
+        self.D = build_discriminator(cfg).to(self.device)
+        self.channels_last = t["channels_last"] and any(isinstance(m, torch.nn.Conv2d) for m in self.D.modules())
+        if self.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        self.loss = build_loss(cfg["loss"]["name"])
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t["lr_g"], betas=(t["beta1"], t["beta2"]))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t["lr_d"], betas=(t["beta1"], t["beta2"]))
+        self.ema = EMA(self.G, t["ema_decay"], t["ema_start"]) if t["ema"] else None
+        self.stream = BatchStream(
+            data.images, data.labels, t["batch_size"], self.seed, self.device,
+            hflip=cfg["data"]["hflip"], channels_last=self.channels_last,
+        )  # fmt: skip
+        self.z_dim = cfg["model"]["z_dim"]
+        self.fixed_z = torch.randn(t["n_samples"], self.z_dim, generator=seeded_generator(self.seed, -1)).to(
+            self.device
+        )
+        self.step = 0
+        self._stop: str | None = None
+        self._last: dict[str, float] = {}
+
+    # ---------------------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One D update and one G update (the non-saturating GAN step of pytorch/examples dcgan)."""
+        G, D, loss = self.G, self.D, self.loss
+        real, labels = self.stream.next(self.step)
+        z = torch.randn(real.shape[0], self.z_dim, device=self.device,
+                        generator=seeded_generator(self.seed + 2, self.step, self.device))  # fmt: skip
+
+        # (1) D: tell real from fake
+        fake = G(z, labels)
+        loss_d = loss.d_loss(D(real, labels), D(fake.detach(), labels))
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_D.step()
+
+        # (2) G: fool D. D's weights are frozen here, so backward skips their (unused) gradients.
+        D.requires_grad_(False)
+        loss_g = loss.g_loss(D(fake, labels))
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_G.step()
+        D.requires_grad_(True)
+
+        if self.ema is not None:
+            self.ema.update(G, self.step)
+        self.step += 1
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def sampler(self) -> torch.nn.Module:
+        return self.ema.model if self.ema is not None else self.G
+
+    @torch.no_grad()
+    def sample_grid(self) -> torch.Tensor:
+        G = self.sampler
+        was_training = G.training
+        G.eval()
+        x = G(self.fixed_z)
+        G.train(was_training)
+        return x.float()
+
+    def save_samples(self) -> Path | None:
+        if self.run is None:
+            return None
+        x = self.sample_grid()
+        grid = make_grid(x)
+        path = save_png(grid, self.run.sample_path(self.step))
+        if self.run.tb is not None:
+            self.run.tb.add_image("samples", grid, self.step, dataformats="HWC")
+        spread = x.std(dim=0).mean().item()
+        if spread < 0.02 and self.step >= 500:  # early grids are legitimately flat
+            self._warn(f"step {self.step}: samples from different noise are nearly identical "
+                       f"(mean per-pixel std {spread:.4f}): the generator may have collapsed")  # fmt: skip
+        return path
+
+    def _warn(self, msg: str) -> None:
+        if self.run is not None:
+            self.run.log_text("WARNING " + msg)
+        print(f"ganforge: warning: {msg}", file=sys.stderr)
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {**ckpt.module_tensors("G", self.G), **ckpt.module_tensors("D", self.D)}
+        if self.ema is not None:
+            tensors.update(ckpt.module_tensors("G_ema", self.ema.model))
+        tg, pg = ckpt.optimizer_tensors("opt_G", self.opt_G)
+        td, pd = ckpt.optimizer_tensors("opt_D", self.opt_D)
+        tensors.update(tg)
+        tensors.update(td)
+        meta = {
+            "images_seen": self.step * self.cfg["train"]["batch_size"],
+            "config": self.cfg,
+            "rng": rng_state(),
+            "data": self.stream.state_dict(),
+            "optim": {"opt_G": pg, "opt_D": pd},
+            "losses": self._last,
+        }
+        return tensors, meta
+
+    def save_checkpoint(self) -> Path | None:
+        if self.run is None:
+            return None
+        tensors, meta = self.state()
+        path = ckpt.save_checkpoint(
+            self.run.checkpoints, self.step, tensors, meta, self.cfg["train"]["keep_checkpoints"]
+        )
+        self.run.plot_losses()
+        return path
+
+    def load_state(self, c: ckpt.Checkpoint) -> None:
+        """Restore models, optimizers, EMA, step, data position and every RNG stream."""
+        what = f" {c.path.name} ({c.describe()})"
+        ckpt.load_module("G", self.G, c.tensors, what)
+        ckpt.load_module("D", self.D, c.tensors, what)
+        if self.ema is not None:
+            prefix = "G_ema" if any(k.startswith("G_ema.") for k in c.tensors) else "G"
+            ckpt.load_module(prefix, self.ema.model, c.tensors, what)
+        ckpt.load_optimizer("opt_G", self.opt_G, c.tensors, c.meta["optim"]["opt_G"])
+        ckpt.load_optimizer("opt_D", self.opt_D, c.tensors, c.meta["optim"]["opt_D"])
+        self.step = c.step
+        self.stream.load_state_dict(c.meta["data"])
+        set_rng_state(c.meta["rng"])
+        self._last = c.meta.get("losses", {})
+
+    def init_from(self, c: ckpt.Checkpoint) -> None:
+        """Fine-tuning: take weights (G, D, G_ema) from another run; optimizers and step start fresh."""
+        what = f" {c.path}" + (f" ({c.describe()})" if c.meta else "")
+        ckpt.load_module("G", self.G, c.tensors, what)
+        if any(k.startswith("D.") for k in c.tensors):
+            ckpt.load_module("D", self.D, c.tensors, what)
+        if self.ema is not None:
+            prefix = "G_ema" if any(k.startswith("G_ema.") for k in c.tensors) else "G"
+            ckpt.load_module(prefix, self.ema.model, c.tensors, what)
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stop = signal.Signals(signum).name
+
+    def fit(self) -> dict[str, Any]:
+        """Train up to `train.steps`; returns a summary. Raises TrainingDiverged on NaN/inf."""
+        t = self.cfg["train"]
+        total, bs = t["steps"], t["batch_size"]
+        old = {}
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[s] = signal.signal(s, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+        pbar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=self.quiet,
+                    dynamic_ncols=True, mininterval=0.5, file=sys.stderr)  # fmt: skip
+        is_cuda = self.device.type == "cuda"
+        tic, tic_step = time.perf_counter(), self.step
+        last_good = self.step
+        try:
+            while self.step < total and self._stop is None:
+                out = self.train_step()
+                logging = self.step % t["log_every"] == 0 or self.step == total
+                if not is_cuda or logging:  # on GPU, sync only when logging
+                    ld, lg = out["loss_d"].item(), out["loss_g"].item()
+                    if not (math.isfinite(ld) and math.isfinite(lg)):
+                        self._diverged(ld, lg, last_good)
+                    self._last = {"loss_d": ld, "loss_g": lg}
+                if logging:
+                    now = time.perf_counter()
+                    ips = (self.step - tic_step) * bs / max(now - tic, 1e-9)
+                    tic, tic_step = now, self.step
+                    self._log(ips)
+                    pbar.set_postfix(D=f"{self._last['loss_d']:.3f}", G=f"{self._last['loss_g']:.3f}",
+                                     img_s=f"{ips:.0f}", refresh=False)  # fmt: skip
+                pbar.update(1)
+                if t["sample_every"] and self.step % t["sample_every"] == 0:
+                    self.save_samples()
+                if t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
+                    self.save_checkpoint()
+                    last_good = self.step
+        finally:
+            pbar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        if self.run is not None:
+            if self._stop:
+                self.run.log_text(f"stopped by {self._stop} at step {self.step}; checkpoint saved")
+            if not any(st == self.step for st, _ in ckpt.list_checkpoints(self.run.checkpoints)):
+                self.save_checkpoint()
+            if not self.run.sample_path(self.step).exists():
+                self.save_samples()
+            self.run.plot_losses()
+            if self.run.tb is not None:
+                self.run.tb.flush()
+        return {"step": self.step, "stopped_by": self._stop, **self._last}
+
+    def _log(self, ips: float) -> None:
+        rec = {"step": self.step, "images_seen": self.step * self.cfg["train"]["batch_size"], **self._last,
+               "img_per_s": round(ips, 2), "time": round(time.time(), 3)}  # fmt: skip
+        if self.run is None:
+            return
+        self.run.log_metrics(rec)
+        if self.run.tb is not None:
+            for k in ("loss_d", "loss_g", "img_per_s"):
+                self.run.tb.add_scalar(f"train/{k}", rec[k], self.step)
+
+    def _diverged(self, ld: float, lg: float, last_good: int) -> None:
+        where = "no checkpoint was written yet"
+        if self.run is not None:
+            have = ckpt.list_checkpoints(self.run.checkpoints)
+            if have:
+                where = f"the last good checkpoint is {have[-1][1].with_suffix('.safetensors')}"
+        msg = (f"training diverged at step {self.step}: D loss {ld}, G loss {lg}; {where}. "
+               "Lower train.lr_d/train.lr_g or change the loss, then resume or restart")  # fmt: skip
+        if self.run is not None:
+            self.run.log_text("ERROR " + msg)
+        raise TrainingDiverged(msg)
