@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny synthetic datasets and fast config overrides, so trainer tests take seconds."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's ~/.cache: every test session gets its own ganforge cache."""
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "ganforge-cache"))
+
+
+def synthetic_data(n: int = 256, res: int = 32, channels: int = 1, seed: int = 0, labels: bool = False):
+    """Blobs on a dark background: structured enough that a GAN has something to learn."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:res, 0:res]
+    imgs = np.zeros((n, res, res, channels), np.uint8)
+    for i in range(n):
+        cy, cx, r = rng.integers(res // 4, 3 * res // 4, 2).tolist() + [rng.integers(3, res // 3)]
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        imgs[i, mask] = rng.integers(150, 256)
+    lab = rng.integers(0, 10, n).astype(np.int64) if labels else None
+    return types.SimpleNamespace(images=imgs, labels=lab, classes=[str(i) for i in range(10)] if labels else None)
+
+
+FAST = ["model.nf=8", "train.batch_size=16", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10"]
+
+
+@pytest.fixture
+def data32():
+    return synthetic_data()

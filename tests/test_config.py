@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+
+from ganforge.config import apply_overrides, defaults, list_presets, load_config, parse_override
+from ganforge.errors import UserError
+
+
+def test_presets_load_and_validate():
+    names = list_presets()
+    for required in ("fashion_mnist_dcgan", "fashion_mnist_mlp", "mnist_dcgan"):
+        assert required in names
+    for n in names:
+        cfg = load_config(n)
+        assert cfg["name"] == n
+        assert cfg["data"]["resolution"] in (28, 32, 64, 128)
+
+
+def test_overrides_are_typed():
+    cfg = load_config("fashion_mnist_dcgan", ["train.steps=40", "train.lr_d=1e-4", "model.nf=32", "seed=1",
+                                              "train.ema=false", "data.data_dir=/x"])  # fmt: skip
+    assert cfg["train"]["steps"] == 40 and isinstance(cfg["train"]["steps"], int)
+    assert cfg["train"]["lr_d"] == pytest.approx(1e-4)
+    assert cfg["model"]["nf"] == 32 and cfg["seed"] == 1 and cfg["train"]["ema"] is False
+    assert cfg["data"]["data_dir"] == "/x"
+
+
+def test_int_accepted_for_float():
+    assert apply_overrides(defaults(), ["train.lr_g=1"])["train"]["lr_g"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.stepz=5", ["train.stepz", "did you mean 'train.steps'"]),
+        ("bogus=1", ["unknown config key 'bogus'", "valid keys"]),
+        ("train.steps=abc", ["train.steps", "integer"]),
+        ("train.steps=0", ["train.steps", "[1,"]),
+        ("train.steps=1.5", ["train.steps", "integer"]),
+        ("train.ema=maybe", ["train.ema", "true or false"]),
+        ("data.resolution=33", ["data.resolution", "28, 32, 64, 128"]),
+        ("device=tpu", ["device", "auto, cpu, cuda"]),
+        ("train.lr_d=nan", ["train.lr_d", "finite"]),
+        ("train.lr_d=-1", ["train.lr_d", "[0.0,"]),
+        ("train=5", ["section"]),
+        ("train.steps", ["key=value"]),
+        ("=5", ["no key"]),
+        ("train.steps=", ["train.steps", "cannot be empty"]),
+        ("model.z_dim=true", ["model.z_dim", "integer"]),
+    ],
+)
+def test_bad_overrides(override, words):
+    with pytest.raises(UserError) as e:
+        load_config("fashion_mnist_dcgan", [override])
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_bad_yaml_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(str(bad))
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_config(str(lst))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train:\n  nope: 1\n")
+    with pytest.raises(UserError, match="train.nope"):
+        load_config(str(unknown))
+    wrong_section = tmp_path / "ws.yaml"
+    wrong_section.write_text("train: 3\n")
+    with pytest.raises(UserError, match="must be a mapping"):
+        load_config(str(wrong_section))
+    with pytest.raises(UserError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_parse_override_keeps_strings():
+    assert parse_override("data.source=fashion-mnist:test") == ("data.source", "fashion-mnist:test")
+    assert parse_override("data.source=/a/b.zip") == ("data.source", "/a/b.zip")

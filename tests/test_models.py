@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ganforge.config import load_config
+from ganforge.errors import UserError
+from ganforge.losses import LOSSES, build_loss
+from ganforge.models import MODELS, build_discriminator, build_generator
+
+
+def _cfg(model, res, ch, nf=8):
+    return load_config(None, [f"model.name={model}", f"data.resolution={res}", f"data.channels={ch}", f"model.nf={nf}",
+                              "model.hidden=32"])  # fmt: skip
+
+
+@pytest.mark.parametrize("model, res", [(m, r) for m in ("mlp", "dcgan") for r in MODELS.get(m).resolutions])
+@pytest.mark.parametrize("ch", [1, 3])
+def test_shapes_and_range(model, res, ch):
+    torch.manual_seed(0)
+    cfg = _cfg(model, res, ch)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    z = torch.randn(4, cfg["model"]["z_dim"])
+    x = G(z)
+    assert x.shape == (4, ch, res, res)
+    assert x.min() >= -1 and x.max() <= 1
+    logits = D(x)
+    assert logits.shape == (4,)
+    assert torch.isfinite(logits).all()
+
+
+def test_dcgan64_matches_pytorch_examples_layout():
+    """At 64x64, nf=64 the network is the pytorch/examples one: parameter counts are theirs."""
+    cfg = load_config(None, ["data.resolution=64", "data.channels=3", "model.nf=64"])
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    assert sum(p.numel() for p in G.parameters()) == 3576704
+    assert sum(p.numel() for p in D.parameters()) == 2765568
+
+
+def test_dcgan_init_std():
+    torch.manual_seed(0)
+    G = build_generator(_cfg("dcgan", 64, 3, nf=64))
+    w = G.main[0].weight
+    assert abs(w.std().item() - 0.02) < 0.002
+
+
+def test_mlp_has_no_batchnorm_in_d_and_dropout():
+    cfg = _cfg("mlp", 28, 1)
+    D = build_discriminator(cfg)
+    kinds = {type(m).__name__ for m in D.modules()}
+    assert "Dropout" in kinds and not any("BatchNorm" in k for k in kinds)
+    G = build_generator(cfg)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in G.modules())
+
+
+def test_unsupported_resolution_and_unknown_model():
+    with pytest.raises(UserError, match="does not support data.resolution=128"):
+        build_generator(_cfg("mlp", 128, 1))
+    cfg = _cfg("dcgan", 32, 1)
+    cfg["model"]["name"] = "nope"
+    with pytest.raises(UserError, match="unknown model 'nope'.*dcgan"):
+        build_generator(cfg)
+
+
+def test_nsgan_loss_matches_bce():
+    loss = build_loss("nsgan")
+    r, f = torch.randn(16), torch.randn(16)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    ref_d = bce(r, torch.ones(16)) + bce(f, torch.zeros(16))
+    assert torch.allclose(loss.d_loss(r, f), ref_d, atol=1e-6)
+    assert torch.allclose(loss.g_loss(f), bce(f, torch.ones(16)), atol=1e-6)
+    assert "nsgan" in LOSSES.names()

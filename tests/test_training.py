@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+
+import pytest
+import torch
+from conftest import FAST, synthetic_data
+from safetensors.torch import load_file
+
+from ganforge.errors import TrainingDiverged, UserError
+from ganforge.generate import load_generator, sample, sample_to_files
+from ganforge.training import checkpoint as ckpt
+from ganforge.training.launch import train
+from ganforge.training.trainer import Trainer
+
+
+def _g_tensors(run_dir, step):
+    t = load_file(str(run_dir / "checkpoints" / f"step-{step:08d}.safetensors"))
+    return {k: v for k, v in t.items() if k.startswith("G.")}
+
+
+def test_short_run_writes_every_artefact(tmp_path, data32):
+    run, summary = train(
+        "fashion_mnist_dcgan", FAST + ["train.steps=20"], run_dir=tmp_path / "r", data=data32, quiet=True
+    )
+    p = run.path
+    assert summary["step"] == 20
+    assert (p / "config.yaml").is_file() and "dcgan" in (p / "config.yaml").read_text()
+    recs = [json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [5, 10, 15, 20]
+    assert all({"loss_d", "loss_g", "img_per_s", "images_seen"} <= set(r) for r in recs)
+    assert sorted(x.name for x in (p / "samples").iterdir()) == ["step-00000010.png", "step-00000020.png"]
+    assert (p / "loss_curves.png").stat().st_size > 1000
+    assert any((p / "tb").iterdir())
+    names = sorted(x.name for x in (p / "checkpoints").iterdir())
+    assert names == [
+        "step-00000010.json",
+        "step-00000010.safetensors",
+        "step-00000020.json",
+        "step-00000020.safetensors",
+    ]
+    tensors = load_file(str(p / "checkpoints" / "step-00000020.safetensors"))
+    prefixes = {k.split(".")[0] for k in tensors}
+    assert {"G", "D", "G_ema", "opt_G", "opt_D"} <= prefixes
+    meta = json.loads((p / "checkpoints" / "step-00000020.json").read_text())
+    assert meta["step"] == 20 and meta["config"]["train"]["steps"] == 20 and "torch" in meta["rng"]
+    assert meta["sha256"] == ckpt.sha256_file(p / "checkpoints" / "step-00000020.safetensors")
+    from PIL import Image
+
+    im = Image.open(p / "samples" / "step-00000020.png")
+    assert im.mode == "L" and im.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, 2 px padding
+
+
+@pytest.mark.parametrize("model", ["dcgan", "mlp"])
+def test_resume_is_bitwise_exact(tmp_path, model):
+    """40 steps straight == 20 steps, stop, resume to 40 (with dropout, flips and an epoch boundary)."""
+    data = synthetic_data(n=300)
+    common = FAST + [f"model.name={model}", "model.d_dropout=0.2", "data.hflip=true", "model.hidden=32"]
+    train("fashion_mnist_dcgan", common + ["train.steps=40"], run_dir=tmp_path / "a", data=data, quiet=True)
+    train("fashion_mnist_dcgan", common + ["train.steps=20"], run_dir=tmp_path / "b", data=data, quiet=True)
+    train(None, ["train.steps=40"], resume=tmp_path / "b", data=data, quiet=True)
+    a, b = _g_tensors(tmp_path / "a", 40), _g_tensors(tmp_path / "b", 40)
+    assert a.keys() == b.keys() and len(a) > 4
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    full_a = load_file(str(tmp_path / "a" / "checkpoints" / "step-00000040.safetensors"))
+    full_b = load_file(str(tmp_path / "b" / "checkpoints" / "step-00000040.safetensors"))
+    for k in full_a:  # D, EMA and optimizer state too
+        assert torch.equal(full_a[k], full_b[k]), k
+    steps_b = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps_b == list(range(5, 45, 5))
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, data32):
+    run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=20"], run_dir=tmp_path / "r", data=data32, quiet=True)
+    # a killed process had logged past its last checkpoint (step 20)
+    with open(run.path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 25, "loss_d": 0, "loss_g": 0}) + "\n" + '{"step": 30, "lo')
+    train(None, ["train.steps=30"], resume=run.path, data=data32, quiet=True)
+    steps = [json.loads(x)["step"] for x in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20, 25, 30]
+
+
+def test_resume_errors(tmp_path, data32):
+    run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=10"], run_dir=tmp_path / "r", data=data32, quiet=True)
+    with pytest.raises(UserError, match="already at step 10"):
+        train(None, [], resume=run.path, data=data32, quiet=True)
+    with pytest.raises(UserError, match="not a ganforge run directory"):
+        train(None, [], resume=tmp_path, data=data32, quiet=True)
+    with pytest.raises(UserError, match="already holds a run"):
+        train("fashion_mnist_dcgan", FAST, run_dir=run.path, data=data32, quiet=True)
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="not empty"):
+        train("fashion_mnist_dcgan", FAST, run_dir=tmp_path / "user", data=data32, quiet=True)
+    assert (tmp_path / "user" / "thesis.tex").read_text() == "precious"
+
+
+def test_resume_falls_back_to_newest_intact_checkpoint(tmp_path, data32, capsys):
+    run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=20"], run_dir=tmp_path / "r", data=data32, quiet=True)
+    newest = run.path / "checkpoints" / "step-00000020.safetensors"
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    newest.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="corrupted or truncated"):
+        ckpt.read_checkpoint(newest)
+    found, warnings = ckpt.latest_checkpoint(run.path / "checkpoints")
+    assert found.step == 10 and len(warnings) == 1
+    _, summary = train(None, ["train.steps=30"], resume=run.path, data=data32, quiet=True)
+    assert summary["step"] == 30
+    assert "newest intact checkpoint, step 10" in capsys.readouterr().err
+
+
+def test_keep_last_k_checkpoints(tmp_path, data32):
+    run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=50", "train.checkpoint_every=10", "train.keep_checkpoints=2"],
+                   run_dir=tmp_path / "r", data=data32, quiet=True)  # fmt: skip
+    assert [s for s, _ in ckpt.list_checkpoints(run.path / "checkpoints")] == [40, 50]
+    assert not list((run.path / "checkpoints").glob(".*tmp"))
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, data32, monkeypatch):
+    real_step = Trainer.train_step
+
+    def poisoned(self):
+        out = real_step(self)
+        if self.step >= 13:
+            out["loss_d"] = out["loss_d"] * float("nan")
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    with pytest.raises(TrainingDiverged, match="diverged at step 13.*step-00000010.safetensors"):
+        train("fashion_mnist_dcgan", FAST + ["train.steps=40"], run_dir=tmp_path / "r", data=data32, quiet=True)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "r" / "checkpoints")] == [10]
+    assert "diverged" in (tmp_path / "r" / "train.log").read_text()
+
+
+def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, data32, monkeypatch):
+    real_step = Trainer.train_step
+
+    def step_then_signal(self):
+        out = real_step(self)
+        if self.step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    run, summary = train(
+        "fashion_mnist_dcgan", FAST + ["train.steps=100"], run_dir=tmp_path / "r", data=data32, quiet=True
+    )
+    assert summary["stopped_by"] == "SIGTERM" and summary["step"] == 7
+    assert [s for s, _ in ckpt.list_checkpoints(run.path / "checkpoints")] == [7]
+    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
+    # and the run resumes from there
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    _, s2 = train(None, ["train.steps=12"], resume=run.path, data=data32, quiet=True)
+    assert s2["step"] == 12
+
+
+def test_init_from_finetunes_with_fresh_optimizer(tmp_path, data32):
+    src, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=10"], run_dir=tmp_path / "src", data=data32, quiet=True)
+    run, summary = train("fashion_mnist_dcgan", FAST + ["train.steps=1", "train.lr_g=0", "train.lr_d=0", "train.ema=false"],
+                         run_dir=tmp_path / "ft", init_from=src.path, data=data32, quiet=True)  # fmt: skip
+    a, b = _g_tensors(src.path, 10), _g_tensors(run.path, 1)
+    weights = [k for k in a if k.endswith("weight")]
+    assert all(torch.equal(a[k], b[k]) for k in weights)  # lr 0: weights are exactly the source's
+    with pytest.raises(UserError, match="does not fit this model"):
+        train("fashion_mnist_dcgan", FAST + ["model.nf=16", "train.steps=1"], run_dir=tmp_path / "ft2",
+              init_from=src.path, data=data32, quiet=True)  # fmt: skip
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil.pt"
+    with open(bad, "wb") as f:
+        pickle.dump({"G.main.0.weight": Evil()}, f)
+    with pytest.raises(UserError, match="refused to load"):
+        ckpt.read_checkpoint(bad)
+    assert not marker.exists()
+    # a weights-only torch file of plain tensors is fine
+    good = tmp_path / "good.pt"
+    torch.save({"G.x": torch.ones(2)}, good)
+    assert torch.equal(ckpt.read_checkpoint(good).tensors["G.x"], torch.ones(2))
+
+
+def test_sample_api_is_deterministic(tmp_path, data32):
+    run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=10"], run_dir=tmp_path / "r", data=data32, quiet=True)
+    G, cfg = load_generator(run.path)
+    a, b = sample(G, 10, seed=3, batch_size=4), sample(G, 10, seed=3, batch_size=10)
+    assert a.shape == (10, 1, 32, 32) and torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(a, sample(G, 10, seed=4))
+    out = sample_to_files(run.path, n=5, out_dir=tmp_path / "imgs", grid=tmp_path / "g.png")
+    assert len(out["files"]) == 5 and (tmp_path / "g.png").is_file()
