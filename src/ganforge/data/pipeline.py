@@ -43,8 +43,9 @@ class BatchStream:
                 + "); lower train.batch_size or add images"
             )
         # small enough datasets live in RAM as one tensor; huge ones stay memory-mapped
-        arr = np.ascontiguousarray(images) if images.nbytes < (4 << 30) else images
-        self.images = torch.from_numpy(arr) if isinstance(arr, np.ndarray) and arr.flags.writeable else arr
+        self.images: torch.Tensor | np.ndarray = (
+            torch.from_numpy(np.array(images, copy=True)) if images.nbytes < (4 << 30) else images
+        )
         self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.hflip, self.channels_last = hflip, channels_last
