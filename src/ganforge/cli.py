@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +204,21 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data, "demo": 
             "presets": cmd_presets, "models": cmd_models}  # fmt: skip
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings (a skipped image, a damaged checkpoint) as one readable line each."""
+    print(f"ganforge: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        if "--debug" not in argv:
+            warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         a = build_parser().parse_args(argv)

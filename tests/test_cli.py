@@ -1,0 +1,168 @@
+"""The command line end to end: exit codes, one-line errors, train -> resume -> sample."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import synthetic_data
+from PIL import Image
+
+from ganforge.cli import main
+
+FAST = ["model.nf=8", "train.batch_size=16", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10"]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A folder of 64 real PNG files (blobs) plus one corrupt file that must be skipped."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i, arr in enumerate(synthetic_data(n=64, res=32).images):
+        Image.fromarray(arr[..., 0]).save(d / f"{i:03d}.png")
+    (d / "broken.png").write_bytes(b"not a png at all")
+    return d
+
+
+def run_cli(args, capsys):
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, *words):
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("ganforge: warning")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ganforge: error: ")
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
+    run = tmp_path / "run"
+    rc, out, err = run_cli(["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "train.steps=10",
+                            "--run-dir", run, "--quiet"], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "broken.png" in err  # the corrupt file is named in a warning, and training went on
+    assert f"run: {run}" in out and "step 10" in out
+    rc, out, err = run_cli(["train", "--resume", run, "train.steps=20", "--quiet"], capsys)
+    assert rc == 0, err
+    assert "step 20" in out
+    rc, out, err = run_cli(
+        ["sample", run, "--n", "9", "--grid", tmp_path / "g.png", "--out", tmp_path / "files"], capsys
+    )
+    assert rc == 0, err
+    assert Image.open(tmp_path / "g.png").size == (3 * 34 + 2, 3 * 34 + 2)
+    assert len(list((tmp_path / "files").glob("*.png"))) == 9
+    rc, out, err = run_cli(["sample", run, "--no-ema", "--seed", "5"], capsys)
+    assert rc == 0 and (run / "sample-seed5.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "fashion_mnist_dcgan", "train.stepz=3"], ["train.stepz", "did you mean"]),
+        (["train", "fashion_mnist_dcgan", "train.steps=-3"], ["train.steps"]),
+        (["train", "no_such_preset"], ["not found", "fashion_mnist_dcgan"]),
+        (["train"], ["give a config"]),
+        (["train", "fashion_mnist_dcgan", "extra_positional"], ["unexpected argument"]),
+        (["train", "fashion_mnist_dcgan", "data.source=/no/such/dir"], ["/no/such/dir"]),
+        (["train", "--resume", "/no/such/run"], ["not a ganforge run directory"]),
+        (["train", "fashion_mnist_dcgan", "--device", "tpu"], ["invalid choice"]),
+        (["train", "fashion_mnist_dcgan", "--bogus-flag"], ["unrecognized arguments"]),
+        (["sample", "/no/such/run"], ["not a ganforge run directory"]),
+        (["sample", ".", "--n", "abc"], ["invalid int value"]),
+        (["data", "info", "nope"], ["unknown dataset 'nope'"]),
+        (["nonsense"], ["invalid choice"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(args, capsys)
+    assert_one_line_error(rc, err, *words)
+
+
+def test_bad_config_file_and_checkpoint_of_other_architecture(tmp_path, image_folder, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: dcgan\n")
+    rc, _, err = run_cli(["train", bad], capsys)
+    assert_one_line_error(rc, err, "not valid YAML")
+    run = tmp_path / "run"
+    assert run_cli(["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "train.steps=2",
+                    "--run-dir", run, "--quiet"], capsys)[0] == 0  # fmt: skip
+    rc, _, err = run_cli(["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "model.nf=16",
+                          "--init-from", run, "--run-dir", tmp_path / "ft", "--quiet"], capsys)  # fmt: skip
+    assert_one_line_error(rc, err, "does not fit this model", "nf=8")
+    not_ckpt = tmp_path / "weights.txt"
+    not_ckpt.write_text("hello")
+    rc, _, err = run_cli(["train", "fashion_mnist_dcgan", "--init-from", not_ckpt, "--run-dir", tmp_path / "x"], capsys)
+    assert_one_line_error(rc, err, "not a checkpoint")
+    assert not (tmp_path / "x").exists()
+
+
+def test_debug_shows_traceback(capsys):
+    rc = main(["--debug", "train", "no_such_preset"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" in err
+
+
+def test_data_info_folder_json(image_folder, capsys):
+    rc, out, err = run_cli(["data", "info", image_folder, "--json"], capsys)
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["count"] == 64 and info["skipped"] == 1
+
+
+def test_presets_and_models_listing(capsys):
+    rc, out, _ = run_cli(["presets"], capsys)
+    assert rc == 0 and "fashion_mnist_dcgan" in out and "mnist_dcgan" in out
+    rc, out, _ = run_cli(["models"], capsys)
+    assert rc == 0 and "dcgan" in out and "mlp" in out and "nsgan" in out
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_real_process_saves_and_exits_0(tmp_path, image_folder):
+    """A real `ganforge train` process gets SIGTERM mid-run: it checkpoints the current step and exits 0."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ganforge", "train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST,
+         "train.steps=100000", "train.checkpoint_every=0", "train.sample_every=0", "--run-dir", str(run), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )  # fmt: skip
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in out
+    ck = sorted(Path(run / "checkpoints").glob("step-*.safetensors"))
+    assert len(ck) == 1 and int(ck[0].stem.split("-")[1]) >= 5
+
+
+def test_python_dash_m_and_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ganforge", "train", "fashion_mnist_dcgan", "train.steps=zero"],
+                       capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "train.steps" in r.stderr
+    assert not (tmp_path / "runs").exists()  # a bad config writes nothing
+
+
+def test_real_fashion_mnist_source_trains(tmp_path, capsys):
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    rc, out, err = run_cli(["train", "fashion_mnist_dcgan", *FAST, "train.steps=3", "--run-dir", tmp_path / "r",
+                            "--quiet"], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert np.asarray(Image.open(next((tmp_path / "r" / "samples").glob("*.png")))).std() > 0
