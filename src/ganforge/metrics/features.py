@@ -1,0 +1,135 @@
+"""Pluggable feature networks: images in ganforge's convention in, feature (and logit) arrays out.
+
+Metrics are pure functions of features, so swapping InceptionV3 for another network (CLIP, DINOv2, a
+domain-specific classifier) is one registered factory. A `FeatureExtractor` declares what it wants (input
+size, channels, value range) and `prepare` converts ganforge's NCHW [-1, 1] batches to that, so the
+network code never sees ganforge's conventions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ganforge.errors import UserError
+from ganforge.registry import Registry
+
+# ITU-R BT.601 luma, the weights PIL's convert("L") uses, so gray features match gray-converted datasets.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class FeatureExtractor(nn.Module):
+    """Base class of feature networks. Subclasses set the class attributes and implement `embed`, which gets
+    an already `prepare`d batch; `forward` takes ganforge's NCHW [-1, 1] images so callers never convert."""
+
+    name: str = "feature-extractor"
+    input_size: int = 299
+    channels: int = 3
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    feature_dim: int = 0
+    num_classes: int | None = None
+
+    def embed(self, x: Tensor) -> dict[str, Tensor]:
+        """{"features": (N, feature_dim)} and optionally {"logits": (N, num_classes)} of a prepared batch."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.embed(prepare(x, self))
+
+
+FeatureFactory = Callable[..., FeatureExtractor]
+EXTRACTORS: Registry[FeatureFactory] = Registry("feature network")
+
+
+def build_extractor(name: str, **kwargs: object) -> FeatureExtractor:
+    """The registered feature network `name`, in eval mode with gradients off (it is only ever evaluated)."""
+    model = EXTRACTORS.get(name)(**kwargs)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def prepare(x: Tensor, extractor: FeatureExtractor) -> Tensor:
+    """Convert an NCHW batch in [-1, 1] (float; uint8 [0, 255] also accepted) to the extractor's input.
+
+    Channels first (gray -> RGB by repetition, RGB -> gray by BT.601 luma), then a bilinear resize to
+    input_size (align_corners=False, no antialiasing, in float32, as pytorch-fid does), then the affine map
+    of [-1, 1] onto value_range. Bilinear resizing commutes with affine maps, so the order does not matter.
+    """
+    if not isinstance(x, Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise UserError(f"feature extraction expects an NCHW image batch, got {shape}")
+    if x.dtype == torch.uint8:
+        x = x.float() / 127.5 - 1.0
+    x = x.float()
+    c = x.shape[1]
+    if c == extractor.channels:
+        pass
+    elif c == 1 and extractor.channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    elif c == 3 and extractor.channels == 1:
+        w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        x = (x * w).sum(dim=1, keepdim=True)
+    else:
+        raise UserError(
+            f"feature network {extractor.name!r} takes {extractor.channels}-channel images, "
+            f"got {c} channels; use 1 (gray) or 3 (RGB) channel images"
+        )
+    size = int(extractor.input_size)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    lo, hi = (float(v) for v in extractor.value_range)
+    if (lo, hi) != (-1.0, 1.0):
+        x = lo + (x + 1.0) * ((hi - lo) / 2.0)
+    return x.contiguous()
+
+
+def _images_of(batch: object) -> Tensor:
+    """DataLoaders yield (images, labels) pairs; features only need the images."""
+    if isinstance(batch, (tuple, list)):
+        batch = batch[0]
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(batch)
+    if not isinstance(batch, Tensor):
+        raise UserError(f"feature extraction expects batches of image tensors, got {type(batch).__name__}")
+    return batch
+
+
+@torch.no_grad()
+def extract(
+    extractor: FeatureExtractor,
+    batches: Iterable[Tensor],
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    total: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Run `extractor` over NCHW [-1, 1] batches and concatenate its outputs as float64 arrays.
+
+    `total` is the number of images (for the progress bar's ETA), not of batches.
+    """
+    extractor = extractor.to(device).eval()
+    outputs: dict[str, list[np.ndarray]] = {}
+    with tqdm(
+        total=total,
+        desc=f"features ({extractor.name})",
+        unit="img",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    ) as bar:
+        for batch in batches:
+            images = _images_of(batch)
+            if images.shape[0] == 0:
+                continue
+            out = extractor(images.to(device))
+            for key, value in out.items():
+                outputs.setdefault(key, []).append(value.detach().to("cpu", torch.float64).numpy())
+            bar.update(images.shape[0])
+    if not outputs:
+        raise UserError(f"no images to extract {extractor.name} features from; check the image folder or sample count")
+    return {key: np.concatenate(chunks, axis=0) for key, chunks in outputs.items()}
