@@ -74,6 +74,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_common(p)
 
+    p = sub.add_parser("eval", help="FID / KID / IS / precision-recall of a run, or between two image sources",
+                       description="ganforge eval RUN_DIR [options] | ganforge eval --real SOURCE --fake SOURCE")  # fmt: skip
+    p.add_argument("run_dir", nargs="?", help="a run directory (its EMA generator is sampled)")
+    p.add_argument("--real", help="reference images: dataset spec, folder or .zip (with --fake)")
+    p.add_argument("--fake", help="images to judge: folder or .zip (with --real)")
+    p.add_argument("--metrics", default="fid,kid,is", help="comma list of fid,kid,is,pr (default fid,kid,is)")
+    p.add_argument("--n", type=int, help="images per side (default 10000 for a run; all for sources)")
+    p.add_argument(
+        "--network", help="feature network (default: the domain CNN for (fashion-)mnist, else inception-fid)"
+    )
+    p.add_argument("--ref", help="reference source for a run (default: the run's training data)")
+    p.add_argument("--resolution", type=int, help="size images are loaded at for --real/--fake")
+    p.add_argument("--inception-weights", help="path of pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_common(p)
+
+    p = sub.add_parser("compare-grid", help="real and generated images side by side in one PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/compare-grid.png)")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_common(p)
+
+    p = sub.add_parser("nearest", help="generated samples next to their nearest training images (memorization check)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/nearest.png)")
+    p.add_argument("--n", type=int, default=8, help="samples (rows)")
+    p.add_argument("--k", type=int, default=5, help="neighbours per sample")
+    p.add_argument("--network", help="feature network (default as for eval)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_common(p)
+
+    p = sub.add_parser("metrics", help="feature-network tools")
+    msub = p.add_subparsers(dest="metrics_command", parser_class=_Parser, metavar="SUBCOMMAND")
+    q = msub.add_parser("train-extractor", help="train a domain classifier used as a feature network")
+    q.add_argument("dataset", choices=("fashion-mnist", "mnist"))
+    q.add_argument("--out", help="where to write the .safetensors (default: the packaged asset)")
+    q.add_argument("--data-dir")
+    q.add_argument("--epochs", type=int)
+    q.add_argument("--seed", type=int, default=0)
+    _add_common(q)
+    _add_common(p)
+
     p = sub.add_parser("presets", help="list the configs shipped with ganforge")
     _add_common(p)
     p = sub.add_parser("models", help="list the registered models and losses")
@@ -172,6 +221,79 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str) -> str:
+    from ganforge.training.trainer import resolve_device
+
+    return str(resolve_device(name))
+
+
+def _print_metrics(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    for k, v in result.items():
+        print(f"{k:>14}: {v:.6g}" if isinstance(v, float) else f"{k:>14}: {v}")
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from ganforge.metrics.evaluate import evaluate_run, evaluate_sources
+
+    if a.n is not None and a.n < 2:
+        raise UserError(f"--n must be at least 2, got {a.n}")
+    if a.run_dir and (a.real or a.fake):
+        raise UserError("give either RUN_DIR or --real and --fake, not both")
+    if a.run_dir:
+        result = evaluate_run(a.run_dir, metrics=a.metrics, n=a.n or 10000, network=a.network, ref=a.ref,
+                              device=_device(a.device), ema=not a.no_ema, seed=a.seed,
+                              inception_weights=a.inception_weights, progress=not a.json)  # fmt: skip
+    elif a.real and a.fake:
+        result = evaluate_sources(a.real, a.fake, metrics=a.metrics, n=a.n, network=a.network,
+                                  resolution=a.resolution, device=_device(a.device), seed=a.seed,
+                                  inception_weights=a.inception_weights, progress=not a.json)  # fmt: skip
+    else:
+        raise UserError("give a RUN_DIR, or both --real SOURCE and --fake SOURCE")
+    _print_metrics(result, a.json)
+    return 0
+
+
+def cmd_compare_grid(a: argparse.Namespace) -> int:
+    from ganforge.visualize import compare_grid
+
+    print(compare_grid(a.run_dir, a.out, n=a.n, seed=a.seed, device=_device(a.device)))
+    return 0
+
+
+def cmd_nearest(a: argparse.Namespace) -> int:
+    from ganforge.visualize import nearest_neighbours
+
+    res = nearest_neighbours(a.run_dir, a.out, n=a.n, k=a.k, network=a.network, seed=a.seed,
+                             device=_device(a.device), progress=not a.json)  # fmt: skip
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"png: {res['png']}  ({res['network']} features)")
+        print(
+            f"median distance of a training image to its nearest other training image: {res['train_nn_median_distance']}"
+        )
+        for i, row in enumerate(res["distances"]):
+            print(f"sample {i}: nearest distances {', '.join(f'{x:.3f}' for x in row)}")
+    return 0
+
+
+def cmd_metrics(a: argparse.Namespace) -> int:
+    if a.metrics_command != "train-extractor":
+        raise UserError("usage: ganforge metrics train-extractor {fashion-mnist,mnist}")
+    from ganforge.metrics.train_extractor import train_extractor
+
+    kw: dict[str, Any] = {"data_dir": a.data_dir, "seed": a.seed}
+    if a.out:
+        kw["out"] = Path(a.out)
+    if a.epochs:
+        kw["epochs"] = a.epochs
+    _print_metrics(train_extractor(a.dataset, **kw), False)
+    return 0
+
+
 def _preset_steps(name: str) -> int:
     from ganforge.config import load_config
 
@@ -200,7 +322,8 @@ def cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data, "demo": cmd_demo,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data, "demo": cmd_demo, "eval": cmd_eval,
+            "compare-grid": cmd_compare_grid, "nearest": cmd_nearest, "metrics": cmd_metrics,
             "presets": cmd_presets, "models": cmd_models}  # fmt: skip
 
 

@@ -1,0 +1,107 @@
+"""The evaluation pipeline end to end (generation, feature extraction, cached reference statistics, logs),
+with a tiny registered feature network so it runs in seconds without shipped weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, synthetic_data
+from PIL import Image
+
+from ganforge.cli import main
+from ganforge.errors import UserError
+from ganforge.metrics.evaluate import compute_metrics, evaluate_run, evaluate_sources, parse_metrics
+from ganforge.metrics.features import EXTRACTORS, FeatureExtractor
+from ganforge.training.launch import train
+from ganforge.visualize import compare_grid, nearest_neighbours
+
+
+class PixelNet(FeatureExtractor):
+    """8x8 average-pooled pixels as features and a fixed random linear map as 10-class logits."""
+
+    name = "test-pixels"
+    input_size = 16
+    channels = 1
+    feature_dim = 64
+    num_classes = 10
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(64, 10)
+        torch.nn.init.normal_(self.head.weight, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.zeros_(self.head.bias)  # fixed weights: the same network every build
+
+    def embed(self, x):
+        f = torch.nn.functional.avg_pool2d(x, 2).flatten(1)
+        return {"features": f, "logits": self.head(f)}
+
+
+if "test-pixels" not in EXTRACTORS:
+    EXTRACTORS.register("test-pixels")(lambda **kw: PixelNet())
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i, arr in enumerate(synthetic_data(n=80, res=32).images):
+        Image.fromarray(arr[..., 0]).save(d / f"{i:03d}.png")
+    return d
+
+
+@pytest.fixture
+def run_dir(tmp_path, folder):
+    run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=10", f"data.source={folder}"], run_dir=tmp_path / "r",
+                   quiet=True)  # fmt: skip
+    return run.path
+
+
+def test_evaluate_run_logs_and_caches_reference(run_dir):
+    r1 = evaluate_run(run_dir, metrics="fid,kid,is,pr", n=40, network="test-pixels", progress=False)
+    assert {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall"} <= set(r1)
+    assert r1["fid"] > 0 and 1.0 <= r1["is"] <= 10.0 and 0 <= r1["precision"] <= 1
+    assert r1["ref_cached"] is False and r1["step"] == 10 and r1["n"] == 40
+    r2 = evaluate_run(run_dir, metrics="fid", n=40, network="test-pixels", progress=False)
+    assert r2["ref_cached"] is True and r2["fid"] == pytest.approx(r1["fid"], rel=1e-9)
+    lines = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["network"] == "test-pixels"
+
+
+def test_evaluate_sources_same_folder_is_zero(folder):
+    r = evaluate_sources(str(folder), str(folder), metrics="fid,pr", network="test-pixels", progress=False)
+    assert r["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert r["precision"] == 1.0 and r["recall"] == 1.0 and r["n_real"] == 80
+
+
+def test_metric_names_are_validated():
+    assert parse_metrics("FID, kid") == ["fid", "kid"]
+    with pytest.raises(UserError, match="unknown metric fud"):
+        parse_metrics("fud")
+    with pytest.raises(UserError, match="no class logits"):
+        compute_metrics({"features": np.ones((4, 2))}, {"features": np.ones((4, 2))}, ["is"])
+
+
+def test_compare_grid_and_nearest(run_dir, tmp_path):
+    p = compare_grid(run_dir, n=16)
+    im = Image.open(p)
+    assert im.size[0] > 2 * (4 * 34) and p.name == "compare-grid.png"
+    res = nearest_neighbours(run_dir, tmp_path / "nn.png", n=3, k=4, network="test-pixels", progress=False)
+    d = np.array(res["distances"])
+    assert d.shape == (3, 4) and (np.diff(d, axis=1) >= 0).all()
+    assert res["train_nn_median_distance"] > 0 and (tmp_path / "nn.png").is_file()
+
+
+def test_cli_eval_json(run_dir, folder, capsys):
+    rc = main(["eval", str(run_dir), "--n", "20", "--network", "test-pixels", "--json", "--metrics", "fid,kid"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert set(json.loads(out)) >= {"fid", "kid"}
+    rc = main(["eval", "--real", str(folder), "--fake", str(folder), "--network", "test-pixels", "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["fid"] == pytest.approx(0, abs=1e-6)
+    rc = main(["eval", "--real", str(folder)])
+    assert rc == 2 and "--fake" in capsys.readouterr().err
+    rc = main(["eval", str(run_dir), "--metrics", "bogus"])
+    assert rc == 2
