@@ -166,3 +166,14 @@ def test_real_fashion_mnist_source_trains(tmp_path, capsys):
                             "--quiet"], capsys)  # fmt: skip
     assert rc == 0, err
     assert np.asarray(Image.open(next((tmp_path / "r" / "samples").glob("*.png")))).std() > 0
+
+
+def test_demo_command_is_idempotent(tmp_path, capsys):
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    run = tmp_path / "demo"
+    rc, out, err = run_cli(["demo", "--run-dir", run, "--steps", "3", "--no-eval"], capsys)
+    assert rc == 0, err
+    assert "step 3" in out and (run / "samples" / "step-00000003.png").is_file()
+    rc, out, err = run_cli(["demo", "--run-dir", run, "--steps", "3", "--no-eval"], capsys)
+    assert rc == 0 and "already trained" in out

@@ -63,7 +63,7 @@ def test_evaluate_run_logs_and_caches_reference(run_dir):
     r1 = evaluate_run(run_dir, metrics="fid,kid,is,pr", n=40, network="test-pixels", progress=False)
     assert {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall"} <= set(r1)
     assert r1["fid"] > 0 and 1.0 <= r1["is"] <= 10.0 and 0 <= r1["precision"] <= 1
-    assert r1["ref_cached"] is False and r1["step"] == 10 and r1["n"] == 40
+    assert r1["ref_cached"] is False and r1["step"] == 10 and r1["n"] == 40 and r1["n_ref"] == 80
     r2 = evaluate_run(run_dir, metrics="fid", n=40, network="test-pixels", progress=False)
     assert r2["ref_cached"] is True and r2["fid"] == pytest.approx(r1["fid"], rel=1e-9)
     lines = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]

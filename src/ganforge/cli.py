@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the default Fashion-MNIST DCGAN on CPU and write samples")
     p.add_argument("--run-dir", default="runs/demo")
     p.add_argument("--steps", type=int, help="override the demo's step budget")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_common(p)
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--network", help="feature network (default: the domain CNN for (fashion-)mnist, else inception-fid)"
     )
     p.add_argument("--ref", help="reference source for a run (default: the run's training data)")
+    p.add_argument("--n-ref", type=int, help="reference images for a run (default: all of the reference source)")
     p.add_argument("--resolution", type=int, help="size images are loaded at for --real/--fake")
     p.add_argument("--inception-weights", help="path of pt_inception-2015-12-05-6726825d.pth")
     p.add_argument("--seed", type=int, default=0)
@@ -218,6 +220,15 @@ def cmd_demo(a: argparse.Namespace) -> int:
         run, summary = train("fashion_mnist_dcgan", overrides, run_dir=path, device=a.device)
         run_path = run.path
     _report_run(run_path, summary)
+    if not a.no_eval:
+        from ganforge.metrics.evaluate import evaluate_run
+        from ganforge.visualize import compare_grid
+
+        print(f"  real vs generated: {compare_grid(run_path, device=_device(a.device))}")
+        print("evaluating 10,000 samples against all 60,000 Fashion-MNIST training images (fashion-mnist-cnn features)")
+        r = evaluate_run(run_path, metrics="fid,kid,is", n=10000, device=_device(a.device))
+        print(f"  FID {r['fid']:.3f}   KID {r['kid']:.5f} +- {r['kid_std']:.5f}   IS {r['is']:.3f} +- {r['is_std']:.3f}"
+              f"   (logged in {run_path / 'eval.jsonl'})")  # fmt: skip
     return 0
 
 
@@ -243,7 +254,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.run_dir and (a.real or a.fake):
         raise UserError("give either RUN_DIR or --real and --fake, not both")
     if a.run_dir:
-        result = evaluate_run(a.run_dir, metrics=a.metrics, n=a.n or 10000, network=a.network, ref=a.ref,
+        result = evaluate_run(a.run_dir, metrics=a.metrics, n=a.n or 10000, network=a.network, ref=a.ref, n_ref=a.n_ref,
                               device=_device(a.device), ema=not a.no_ema, seed=a.seed,
                               inception_weights=a.inception_weights, progress=not a.json)  # fmt: skip
     elif a.real and a.fake:

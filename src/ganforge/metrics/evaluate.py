@@ -127,9 +127,13 @@ def generated_batches(G: torch.nn.Module, n: int, seed: int, batch_size: int = 2
 def evaluate_run(
     run_dir: str | Path, *, metrics: str | list[str] = "fid,kid,is", n: int = 10000, network: str | None = None,
     ref: str | None = None, device: str = "cpu", ema: bool = True, seed: int = 0, inception_weights: str | None = None,
-    progress: bool = True, log: bool = True,
+    progress: bool = True, log: bool = True, n_ref: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Metrics of a run's generator against a reference source; appended to RUN_DIR/eval.jsonl."""
+    """Metrics of `n` generated images against a reference source; appended to RUN_DIR/eval.jsonl.
+
+    The reference is the whole source by default (`n_ref=None`: the "full" protocol of StyleGAN's
+    fid50k_full), computed once and cached, so later evaluations only embed the generated images.
+    """
     from ganforge.generate import load_generator
 
     names = parse_metrics(metrics)
@@ -141,7 +145,7 @@ def evaluate_run(
     net_name = network or default_network(d["source"])
     net = _build(net_name, inception_weights)
     t0 = time.perf_counter()
-    real, cached = reference_features(ref, net, resolution=d["resolution"], channels=d["channels"], n=n,
+    real, cached = reference_features(ref, net, resolution=d["resolution"], channels=d["channels"], n=n_ref,
                                       data_dir=d["data_dir"], seed=seed, device=device, progress=progress)  # fmt: skip
     fake = extract(net, generated_batches(G, n, seed + 1), device=device, progress=progress, total=n)
     result = compute_metrics(real, fake, names)

@@ -1,0 +1,99 @@
+"""Evaluation speed: ganforge's feature extraction + FID vs. torchmetrics with the same network, and the
+cost of a second evaluation against a cached reference, in one run.
+
+(1) Throughput: N real Fashion-MNIST test images against N train images through the same feature
+    network (ganforge's `fashion-mnist-cnn`), ganforge `extract` + `fid_from_features` vs. torchmetrics
+    `FrechetInceptionDistance(feature=...)` update/compute; images/s over both sides, same threads.
+(2) Cache: an evaluation = reference features of the whole training set (60k) + features of 10k
+    generated images (a DCGAN generator) + FID. The second evaluation reads the reference from the
+    stats cache; the table shows its time as a ratio of the first.
+
+    python benchmarks/metrics_speed.py [--n 10000] [--network fashion-mnist-cnn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from ganforge.config import load_config
+from ganforge.data import load_dataset
+from ganforge.metrics.evaluate import dataset_batches, generated_batches, reference_features
+from ganforge.metrics.features import build_extractor, extract
+from ganforge.metrics.fid import fid_from_features
+from ganforge.models import build_generator
+
+
+def ours(net, real: np.ndarray, fake: np.ndarray) -> float:
+    fr = extract(net, dataset_batches(real, np.arange(len(real))), progress=False)["features"]
+    ff = extract(net, dataset_batches(fake, np.arange(len(fake))), progress=False)["features"]
+    return fid_from_features(fr, ff)
+
+
+def theirs(net, real: np.ndarray, fake: np.ndarray) -> float:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.num_features = net.feature_dim
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)["features"]
+
+    metric = FrechetInceptionDistance(feature=Wrapped())
+    with torch.no_grad():
+        for arr, is_real in ((real, True), (fake, False)):
+            for b in dataset_batches(arr, np.arange(len(arr))):
+                metric.update(b, real=is_real)
+        return float(metric.compute())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--network", default="fashion-mnist-cnn")
+    a = ap.parse_args()
+    net = build_extractor(a.network)
+    test = load_dataset("fashion-mnist:test", 28, 1).images[: a.n]
+    train = load_dataset("fashion-mnist", 28, 1).images[: a.n]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, network {a.network}, N={a.n} per side")
+
+    rows = []
+    for name, fn in (("ganforge", ours), ("torchmetrics", theirs), ("ganforge", ours), ("torchmetrics", theirs)):
+        t = time.perf_counter()
+        fid = fn(net, test, train)
+        rows.append((name, time.perf_counter() - t, fid))
+    best = {n: min(r[1] for r in rows if r[0] == n) for n in ("ganforge", "torchmetrics")}
+    fids = {r[0]: r[2] for r in rows}
+    print("| implementation | images/s (2N images, best of 2) | FID |")
+    print("|---|---|---|")
+    for n in best:
+        print(f"| {n} | {2 * a.n / best[n]:.0f} | {fids[n]:.4f} |")
+    print(f"speed ratio ganforge/torchmetrics: {best['torchmetrics'] / best['ganforge']:.2f}")
+
+    # (2) first vs second evaluation against the full training set
+    os.environ["GANFORGE_CACHE"] = tempfile.mkdtemp(prefix="ganforge-bench-")
+    G = build_generator(load_config("fashion_mnist_dcgan")).eval()
+    times = []
+    for _ in range(2):
+        t = time.perf_counter()
+        ref, cached = reference_features("fashion-mnist", net, resolution=32, channels=1, n=None, progress=False)
+        fake = extract(net, generated_batches(G, a.n, seed=1), progress=False)
+        fid_from_features(ref["features"], fake["features"])
+        times.append((time.perf_counter() - t, cached, len(ref["features"])))
+    print("| evaluation | reference | seconds |")
+    print("|---|---|---|")
+    for i, (s, cached, nref) in enumerate(times):
+        print(f"| {'first' if i == 0 else 'second'} | {nref} images, {'cached' if cached else 'computed'} | {s:.2f} |")
+    print(f"second / first: {times[1][0] / times[0][0]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
