@@ -198,3 +198,36 @@ def test_sample_api_is_deterministic(tmp_path, data32):
     assert not torch.allclose(a, sample(G, 10, seed=4))
     out = sample_to_files(run.path, n=5, out_dir=tmp_path / "imgs", grid=tmp_path / "g.png")
     assert len(out["files"]) == 5 and (tmp_path / "g.png").is_file()
+
+
+@pytest.mark.parametrize("policy", ["continue", "stop"])
+def test_disk_full_keeps_previous_checkpoint(tmp_path, data32, monkeypatch, policy):
+    """ENOSPC while writing the step-20 checkpoint: step 10 stays intact, nothing half-written remains."""
+    import errno
+
+    from ganforge.training import checkpoint as ck
+
+    real_save = ck.save_file
+    calls = {"n": 0}
+
+    def full_disk(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # from the second checkpoint (step 20) on, the disk is full mid-write
+            with open(filename, "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ck, "save_file", full_disk)
+    run, summary = train("fashion_mnist_dcgan", FAST + ["train.steps=30", f"train.on_disk_full={policy}"],
+                         run_dir=tmp_path / "r", data=data32, quiet=True)  # fmt: skip
+    steps = [s for s, _ in ck.list_checkpoints(run.path / "checkpoints")]
+    if policy == "stop":
+        assert summary["stopped_by"] == "disk full" and summary["step"] == 20
+        assert steps == [10]
+    else:
+        assert summary["stopped_by"] is None and summary["step"] == 30 and steps == [10]
+    assert not [p for p in (run.path / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert not (run.path / "checkpoints" / "step-00000020.safetensors").exists()
+    ck.read_checkpoint(run.path / "checkpoints" / "step-00000010.safetensors")  # intact, hash verified
+    assert "disk full" in (run.path / "train.log").read_text()

@@ -18,6 +18,7 @@ from ganforge.errors import TrainingDiverged, UserError
 
 EXIT_USER = 2
 EXIT_DIVERGED = 3
+EXIT_DISK_FULL = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nrow", type=int, help="images per grid row")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing existing files")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_common(p)
 
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG path (default RUN_DIR/compare-grid.png)")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_common(p)
 
@@ -111,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", help="feature network (default as for eval)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_common(p)
 
@@ -153,7 +157,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     run, summary = train(config, overrides, run_dir=a.run_dir, resume=a.resume, init_from=a.init_from,
                          device=a.device, quiet=a.quiet)  # fmt: skip
     _report_run(run.path, summary)
-    return 0
+    return EXIT_DISK_FULL if summary.get("stopped_by") == "disk full" else 0
 
 
 def _report_run(path: Path, summary: dict[str, Any]) -> None:
@@ -177,7 +181,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     if a.n < 1:
         raise UserError(f"--n must be at least 1, got {a.n}")
     out = sample_to_files(a.run_dir, n=a.n, seed=a.seed, grid=a.grid, out_dir=a.out, ema=not a.no_ema,
-                          device=a.device, nrow=a.nrow)  # fmt: skip
+                          device=a.device, nrow=a.nrow, overwrite=a.overwrite)  # fmt: skip
     if "grid" in out:
         print(f"grid: {out['grid']}")
     if "files" in out:
@@ -270,7 +274,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def cmd_compare_grid(a: argparse.Namespace) -> int:
     from ganforge.visualize import compare_grid
 
-    print(compare_grid(a.run_dir, a.out, n=a.n, seed=a.seed, device=_device(a.device)))
+    print(compare_grid(a.run_dir, a.out, n=a.n, seed=a.seed, device=_device(a.device), overwrite=a.overwrite))
     return 0
 
 
@@ -278,7 +282,7 @@ def cmd_nearest(a: argparse.Namespace) -> int:
     from ganforge.visualize import nearest_neighbours
 
     res = nearest_neighbours(a.run_dir, a.out, n=a.n, k=a.k, network=a.network, seed=a.seed,
-                             device=_device(a.device), progress=not a.json)  # fmt: skip
+                             device=_device(a.device), progress=not a.json, overwrite=a.overwrite)  # fmt: skip
     if a.json:
         print(json.dumps(res))
     else:

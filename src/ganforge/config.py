@@ -70,6 +70,13 @@ SCHEMA: dict[str, Any] = {
         "sample_every": Key(200, int, "steps between sample grids (0 = only at the end)", min=0),
         "checkpoint_every": Key(500, int, "steps between checkpoints (0 = only at the end)", min=0),
         "keep_checkpoints": Key(3, int, "how many recent checkpoints to keep", min=1),
+        "on_disk_full": Key(
+            "continue",
+            str,
+            "when a checkpoint cannot be written for lack of space: keep "
+            "training (and retry at the next checkpoint) or stop",
+            choices=("continue", "stop"),
+        ),
         "n_samples": Key(64, int, "images in each sample grid (fixed noise)", min=1, max=1024),
         "threads": Key(0, int, "CPU threads for torch (0 = torch's default)", min=0, max=1024),
         "channels_last": Key(True, bool, "channels-last memory format for conv models (faster on CPU)"),

@@ -12,7 +12,7 @@ import torch
 
 from ganforge.data.pipeline import seeded_generator
 from ganforge.errors import UserError
-from ganforge.images import save_grid, save_images
+from ganforge.images import check_new_file, save_grid, save_images
 from ganforge.models import build_generator
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.run import RunDir
@@ -57,15 +57,18 @@ def sample(
 def sample_to_files(
     run_dir: str | Path, *, n: int = 64, seed: int = 0, grid: str | Path | None = None,
     out_dir: str | Path | None = None, ema: bool = True, device: str = "cpu", nrow: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """`ganforge sample`: a grid PNG and/or one PNG per image. Defaults to RUN_DIR/sample-grid.png."""
-    G, cfg = load_generator(run_dir, ema=ema, device=device)
-    x = sample(G, n, seed=seed)
-    written: dict[str, Any] = {}
     if grid is None and out_dir is None:
         grid = Path(run_dir) / f"sample-seed{seed}.png"
     if grid is not None:
-        written["grid"] = str(save_grid(x, Path(grid), nrow=nrow))
+        check_new_file(Path(grid), overwrite, own_dir=Path(run_dir))
+    G, cfg = load_generator(run_dir, ema=ema, device=device)
+    x = sample(G, n, seed=seed)
+    written: dict[str, Any] = {}
     if out_dir is not None:
-        written["files"] = [str(p) for p in save_images(x, Path(out_dir))]
+        written["files"] = [str(p) for p in save_images(x, Path(out_dir), overwrite=overwrite)]
+    if grid is not None:
+        written["grid"] = str(save_grid(x, Path(grid), nrow=nrow))
     return written

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ganforge.errors import UserError
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """NCHW float in [-1, 1] -> NHWC uint8, rounding to nearest like the inverse of x/127.5 - 1."""
@@ -30,6 +32,19 @@ def make_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_va
         y0, x0 = padding + r * (h + padding), padding + q * (w + padding)
         grid[y0 : y0 + h, x0 : x0 + w] = imgs[i]
     return grid
+
+
+def check_new_file(path: Path, overwrite: bool = False, own_dir: Path | None = None) -> Path:
+    """Refuse to replace a user's file: a target that exists is only rewritten inside `own_dir` (the run
+    directory's own outputs) or with `overwrite`."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        inside = own_dir is not None and path.resolve().parent == Path(own_dir).resolve()
+        if not inside:
+            raise UserError(f"{path} already exists; choose another path or pass --overwrite")
+    if path.exists() and path.is_dir():
+        raise UserError(f"{path} is a folder; give a .png file path")
+    return path
 
 
 def _pil(arr: np.ndarray) -> Image.Image:
@@ -53,12 +68,19 @@ def save_grid(x: torch.Tensor, path: Path, nrow: int | None = None, upscale: int
     return save_png(grid, path)
 
 
-def save_images(x: torch.Tensor, out_dir: Path, start: int = 0, prefix: str = "") -> list[Path]:
-    """One PNG per image: out_dir/{prefix}{index:06d}.png."""
+def save_images(
+    x: torch.Tensor, out_dir: Path, start: int = 0, prefix: str = "", overwrite: bool = False
+) -> list[Path]:
+    """One PNG per image: out_dir/{prefix}{index:06d}.png. Existing files are never replaced unless
+    `overwrite`: the check runs before anything is written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder")
+    paths = [out_dir / f"{prefix}{start + i:06d}.png" for i in range(len(x))]
+    clash = [p for p in paths if p.exists()]
+    if clash and not overwrite:
+        raise UserError(f"{clash[0]} already exists ({len(clash)} of the files would be replaced); "
+                        "choose an empty --out folder or pass --overwrite")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, arr in enumerate(to_uint8(x)):
-        p = out_dir / f"{prefix}{start + i:06d}.png"
+    for p, arr in zip(paths, to_uint8(x), strict=True):
         _pil(arr).save(p)
-        paths.append(p)
     return paths

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from ganforge.data import load_dataset
 from ganforge.generate import load_generator, sample
-from ganforge.images import make_grid, save_png
+from ganforge.images import check_new_file, make_grid, save_png
 
 
 def _label(arr: np.ndarray, text: str, height: int = 14) -> np.ndarray:
@@ -37,8 +37,9 @@ def _real_batch(cfg: dict[str, Any], n: int, seed: int, source: str | None = Non
 
 
 def compare_grid(run_dir: str | Path, out: str | Path | None = None, *, n: int = 64, seed: int = 0,
-                 ema: bool = True, device: str = "cpu", upscale: int = 2) -> Path:  # fmt: skip
+                 ema: bool = True, device: str = "cpu", upscale: int = 2, overwrite: bool = False) -> Path:  # fmt: skip
     """One PNG: n real training images (left) beside n generated images (right)."""
+    out = check_new_file(Path(out) if out else Path(run_dir) / "compare-grid.png", overwrite, own_dir=Path(run_dir))
     G, cfg = load_generator(run_dir, ema=ema, device=device)
     real, _ = _real_batch(cfg, n, seed)
     fake = sample(G, len(real), seed=seed)
@@ -48,13 +49,12 @@ def compare_grid(run_dir: str | Path, out: str | Path | None = None, *, n: int =
         right = right.repeat(upscale, 0).repeat(upscale, 1)
     left, right = _label(left, "real (training data)"), _label(right, "generated")
     gap = np.full((left.shape[0], 12, left.shape[2]), 255, np.uint8)
-    out = Path(out) if out else Path(run_dir) / "compare-grid.png"
     return save_png(np.concatenate([left, gap, right], axis=1), out)
 
 
 def nearest_neighbours(run_dir: str | Path, out: str | Path | None = None, *, n: int = 8, k: int = 5,
                        network: str | None = None, seed: int = 0, ema: bool = True, device: str = "cpu",
-                       max_train: int | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+                       max_train: int | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
     """For n samples, their k nearest training images in the feature space of `network`.
 
     Writes a PNG (each row: the sample, then its neighbours, nearest first) and returns the distances
@@ -63,6 +63,7 @@ def nearest_neighbours(run_dir: str | Path, out: str | Path | None = None, *, n:
     from ganforge.metrics.evaluate import _build, default_network, reference_features
     from ganforge.metrics.features import extract
 
+    out = check_new_file(Path(out) if out else Path(run_dir) / "nearest.png", overwrite, own_dir=Path(run_dir))
     G, cfg = load_generator(run_dir, ema=ema, device=device)
     d = cfg["data"]
     net_name = network or default_network(d["source"])
@@ -94,7 +95,6 @@ def nearest_neighbours(run_dir: str | Path, out: str | Path | None = None, *, n:
     grid = make_grid(torch.cat(rows), nrow=k + 1)
     grid = grid.repeat(2, 0).repeat(2, 1)
     grid = _label(grid, f"sample | {k} nearest training images ({net_name} features), nearest first")
-    out = Path(out) if out else Path(run_dir) / "nearest.png"
     save_png(grid, out)
     return {"png": str(out), "network": net_name, "distances": dk.numpy().round(4).tolist(),
             "train_nn_median_distance": round(typical, 4)}  # fmt: skip

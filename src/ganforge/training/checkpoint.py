@@ -169,6 +169,7 @@ def save_checkpoint(
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         digest = sha256_file(Path(tmp))
+        _debug_pause()
         os.replace(tmp, st_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -183,9 +184,22 @@ def save_checkpoint(
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **meta,
     }
-    atomic_write_bytes(directory / f"{stem}.json", json.dumps(meta, indent=1).encode())
+    try:
+        _debug_pause()
+        atomic_write_bytes(directory / f"{stem}.json", json.dumps(meta, indent=1).encode())
+    except BaseException:
+        st_path.unlink(missing_ok=True)  # no JSON, no checkpoint: do not leave an orphan tensor file
+        raise
     prune(directory, keep)
     return st_path
+
+
+def _debug_pause() -> None:
+    """Fault-injection hook for crash tests: GANFORGE_DEBUG_SLOW_CHECKPOINT=SECONDS widens the window in
+    which a checkpoint is half-written, so a test can SIGKILL the process inside it."""
+    delay = os.environ.get("GANFORGE_DEBUG_SLOW_CHECKPOINT")
+    if delay:
+        time.sleep(float(delay))
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:

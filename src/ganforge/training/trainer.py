@@ -6,6 +6,7 @@ checkpoints, exact resume, NaN stop, SIGINT/SIGTERM save).
 from __future__ import annotations
 
 import base64
+import errno
 import math
 import random
 import signal
@@ -184,8 +185,24 @@ class Trainer:
         return tensors, meta
 
     def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint; on a full disk keep the previous one intact, warn, and continue or stop."""
         if self.run is None:
             return None
+        try:
+            return self._write_checkpoint()
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            have = ckpt.list_checkpoints(self.run.checkpoints)
+            prev = have[-1][1].with_suffix(".safetensors").name if have else "none yet"
+            self._warn(f"disk full: could not write the checkpoint of step {self.step} ({e.strerror}); "
+                       f"the previous checkpoint ({prev}) is intact")  # fmt: skip
+            if self.cfg["train"]["on_disk_full"] == "stop":
+                self._stop = "disk full"
+            return None
+
+    def _write_checkpoint(self) -> Path:
+        assert self.run is not None
         tensors, meta = self.state()
         path = ckpt.save_checkpoint(
             self.run.checkpoints, self.step, tensors, meta, self.cfg["train"]["keep_checkpoints"]
@@ -264,13 +281,19 @@ class Trainer:
             for s, h in old.items():
                 signal.signal(s, h)
         if self.run is not None:
+            saved = any(st == self.step for st, _ in ckpt.list_checkpoints(self.run.checkpoints))
+            saved = saved or self.save_checkpoint() is not None
             if self._stop:
-                self.run.log_text(f"stopped by {self._stop} at step {self.step}; checkpoint saved")
-            if not any(st == self.step for st, _ in ckpt.list_checkpoints(self.run.checkpoints)):
-                self.save_checkpoint()
-            if not self.run.sample_path(self.step).exists():
-                self.save_samples()
-            self.run.plot_losses()
+                note = "checkpoint saved" if saved else "no checkpoint of this step could be written"
+                self.run.log_text(f"stopped by {self._stop} at step {self.step}; {note}")
+            try:
+                if not self.run.sample_path(self.step).exists():
+                    self.save_samples()
+                self.run.plot_losses()
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                self._warn(f"disk full: final sample grid / loss curves not written ({e.strerror})")
             if self.run.tb is not None:
                 self.run.tb.flush()
         return {"step": self.step, "stopped_by": self._stop, **self._last}
