@@ -40,7 +40,7 @@ def test_dcgan64_matches_pytorch_examples_layout():
 def test_dcgan_init_std():
     torch.manual_seed(0)
     G = build_generator(_cfg("dcgan", 64, 3, nf=64))
-    w = G.main[0].weight
+    w = G.convs[0].weight
     assert abs(w.std().item() - 0.02) < 0.002
 
 

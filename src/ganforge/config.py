@@ -44,6 +44,10 @@ SCHEMA: dict[str, Any] = {
         "channels": Key(1, int, "1 = grayscale, 3 = RGB", choices=(1, 3)),
         "hflip": Key(False, bool, "random horizontal flip of real images"),
         "strict": Key(False, bool, "fail on the first unreadable image instead of skipping it"),
+        "attributes": Key(None, str, "comma list of attributes to condition on (CelebA), e.g. Male,Smiling",
+                          nullable=True),
+        "crop": Key(None, str, "CelebA face crop before resizing: 178 (center, default), 140 or 108",
+                    choices=("178", "140", "108"), nullable=True),
     },
     "model": {
         "name": Key("dcgan", str, "generator/discriminator family (see `ganforge models`)"),
@@ -52,12 +56,27 @@ SCHEMA: dict[str, Any] = {
         "d_norm": Key("batch", str, "normalization in D", choices=("batch", "none")),
         "d_dropout": Key(None, float, "dropout in D (null = the model's default)", min=0.0, max=0.95, nullable=True),
         "hidden": Key(256, int, "hidden width of the MLP models", min=1, max=65536),
+        "d_nf": Key(None, int, "width of D when it differs from G's (null = nf)", min=1, max=4096, nullable=True),
+        "d_spectral_norm": Key(False, bool, "spectral normalisation of every D weight (dcgan; sngan always)"),
+        "conditional": Key(False, bool, "condition G and D on class labels or attributes of the data"),
+        "num_labels": Key(None, int, "label vector size (filled in from the data)", min=1, nullable=True),
+        "label_kind": Key(None, str, "filled in from the data", choices=("class", "attributes"), nullable=True),
+        "label_names": Key(None, list, "class or attribute names (filled in from the data)", nullable=True),
     },
     "loss": {
         "name": Key("nsgan", str, "adversarial loss (see `ganforge models`)"),
+        "gp_weight": Key(None, float, "gradient-penalty weight (null = the loss's own: 10 for wgan-gp, else 0)",
+                         min=0.0, nullable=True),
+        "r1_gamma": Key(0.0, float, "R1 penalty weight gamma on real images (0 = off)", min=0.0),
+        "r1_every": Key(16, int, "apply R1 lazily every k D steps (weight scaled by k)", min=1),
+    },
+    "augment": {
+        "name": Key("none", str, "augmentation of every image D sees", choices=("none", "diffaugment")),
+        "policy": Key("color,translation,cutout", str, "DiffAugment policy: a comma list of color, translation, cutout"),
     },
     "train": {
         "steps": Key(2000, int, "generator updates in total", min=1),
+        "d_steps": Key(1, int, "D (critic) updates per G update (5 for WGAN-GP)", min=1, max=100),
         "batch_size": Key(64, int, "images per step", min=1, max=65536),
         "lr_g": Key(2e-4, float, "Adam learning rate of G", min=0.0, max=1.0),
         "lr_d": Key(2e-4, float, "Adam learning rate of D", min=0.0, max=1.0),
@@ -119,6 +138,8 @@ def _coerce(dotted: str, key: Key, value: Any) -> Any:
     types = key.type if isinstance(key.type, tuple) else (key.type,)
     if float in types and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if str in types and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # YAML reads `crop: 140` or `name: 2024` as numbers; the key wants text
     if float in types and isinstance(value, str):
         try:
             value = float(value)

@@ -4,12 +4,17 @@
     data.images  # (60000, 32, 32, 1) uint8, memory-mapped from the decode cache
     data.labels, data.classes
 
-Specs: "fashion-mnist", "mnist" (":train" default, or ":test"), a folder path, a .zip path.
+Specs: "fashion-mnist", "mnist", "cifar10" (":train" default, or ":test"), "celeba" (":train",
+":valid" (or ":val"), ":test", ":all"), a folder path, a .zip path.
 Decoding (crop, antialiased resize, channel conversion) happens once; see cache.py.
+
+    faces = load_dataset("celeba", 64, 3, attributes=["Male", "Smiling"], crop="140")
+    faces.labels  # float32 (N, 2) multi-hot; faces.label_kind == "attributes"
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +29,14 @@ from ganforge.data.sources import (
     make_source,
     parse_spec,
 )
+from ganforge.data.sources.base import LabelKind, infer_label_kind
 from ganforge.errors import UserError
 
 __all__ = [
     "SOURCES",
     "DataWarning",
     "ImageData",
+    "LabelKind",
     "SkippedFileWarning",
     "cache_root",
     "dataset_info",
@@ -43,12 +50,22 @@ MAX_RESOLUTION = 8192
 
 @dataclass
 class ImageData:
-    """A decoded dataset. `images` may be a read-only np.memmap: index it, or np.array() it to own a copy."""
+    """A decoded dataset. `images` may be a read-only np.memmap: index it, or np.array() it to own a copy.
+
+    `label_kind` tells consumers how to use `labels` without guessing from shapes: "class" (int64 (N,)
+    indices into `classes`), "attributes" (float32 (N, K) multi-hot in {0, 1}, `classes` naming the
+    K columns, e.g. CelebA) or "none". Left out (None), it is inferred, so older callers keep working.
+    """
 
     images: np.ndarray  # uint8 (N, H, W, C), C in {1, 3}, H = W = resolution
-    labels: np.ndarray | None  # int64 (N,)
-    classes: list[str] | None  # class names, index = label
+    labels: np.ndarray | None  # int64 (N,) class indices, or float32 (N, K) attributes
+    classes: list[str] | None  # class names (index = label) or attribute names (index = column)
     spec: str  # normalized spec, e.g. "fashion-mnist:train"
+    label_kind: LabelKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_kind is None:
+            self.label_kind = infer_label_kind(self.labels)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -78,24 +95,37 @@ def load_dataset(
     data_dir: str | None = None,
     strict: bool = False,
     cache: bool = True,
+    attributes: Sequence[str] | None = None,
+    crop: str | int | None = None,
 ) -> ImageData:
     """Load `spec` as square `resolution` images with `channels` channels.
 
-    IDX data at 28 px, 1 channel is the original bytes; other sizes go through an antialiased
-    bicubic resize. With `cache`, the first call decodes into the cache and later calls memory-map
-    it. `strict` turns unreadable files (skipped with a warning otherwise) into a UserError.
+    IDX data at 28 px, 1 channel (and CIFAR-10 at 32 px, 3 channels) is the original bytes; other
+    sizes go through an antialiased bicubic resize. With `cache`, the first call decodes into the
+    cache and later calls memory-map it. `strict` turns unreadable files (skipped with a warning
+    otherwise) into a UserError. Options of one dataset (an error for any other): `attributes` picks
+    and orders CelebA attribute columns (default all 40); `crop` is CelebA's crop box, "178"
+    (default), "140" or "108" (see sources/celeba.py).
     """
     _check(resolution, channels)
-    source = make_source(spec, data_dir)
+    source = make_source(spec, data_dir, attributes=attributes, crop=crop)
     if cache:
-        images, labels, classes, _ = load_cached(source, int(resolution), channels, strict)
+        images, labels, classes, meta = load_cached(source, int(resolution), channels, strict)
+        kind = meta.get("label_kind")
     else:
         raw = source.load(int(resolution), channels, strict)
-        images, labels, classes = raw.images, raw.labels, raw.classes
-    return ImageData(images, labels, classes, source.spec)
+        images, labels, classes, kind = raw.images, raw.labels, raw.classes, raw.label_kind
+    return ImageData(images, labels, classes, source.spec, kind)
 
 
-def dataset_info(spec: str, data_dir: str | None = None, strict: bool = False) -> dict[str, Any]:
+def dataset_info(
+    spec: str,
+    data_dir: str | None = None,
+    strict: bool = False,
+    attributes: Sequence[str] | None = None,
+    crop: str | int | None = None,
+) -> dict[str, Any]:
     """Count, native shape (H, W, C) or None if sizes differ, classes, class counts and the uint8 value
-    range of `spec`, read from the files themselves (not the cache), for `ganforge data info`."""
-    return make_source(spec, data_dir).info(strict)
+    range of `spec`, read from the files themselves (not the cache), for `ganforge data info`.
+    CelebA reports counts per split and each attribute's positive rate instead of class counts."""
+    return make_source(spec, data_dir, attributes=attributes, crop=crop).info(strict)

@@ -25,7 +25,7 @@ import numpy as np
 from ganforge import __version__
 from ganforge.data.locking import file_lock
 from ganforge.data.paths import cache_root, datasets_dir
-from ganforge.data.sources.base import SkippedFileWarning, Source
+from ganforge.data.sources.base import SkippedFileWarning, Source, infer_label_kind
 from ganforge.errors import UserError
 
 __all__ = ["CACHE_FORMAT", "NpyWriter", "cache_dir_for", "cache_key", "cache_root", "load_cached"]
@@ -115,7 +115,7 @@ def _open(folder: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]] 
         if images.dtype != np.uint8 or list(images.shape) != meta["shape"]:
             return None
         labels = np.load(folder / "labels.npy") if meta["has_labels"] else None
-        if labels is not None and labels.shape != (len(images),):
+        if labels is not None and (labels.ndim not in (1, 2) or len(labels) != len(images)):
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -141,10 +141,13 @@ def _build(source: Source, final: Path, resolution: int, channels: int, strict: 
             decoded = source.decode_into(writer, resolution, channels, strict)
         finally:
             writer.close()
+        kind = decoded.label_kind or infer_label_kind(decoded.labels)
         try:
             if decoded.labels is not None:
+                # class indices as int64, multi-hot attributes as float32 (N, K): what training consumes
+                dtype = np.float32 if kind == "attributes" else np.int64
                 with open(tmp / "labels.npy", "wb") as f:
-                    np.save(f, np.asarray(decoded.labels, np.int64))
+                    np.save(f, np.asarray(decoded.labels, dtype))
                     f.flush()
                     os.fsync(f.fileno())
             _write_json(
@@ -158,6 +161,7 @@ def _build(source: Source, final: Path, resolution: int, channels: int, strict: 
                     "count": writer.n,
                     "shape": [writer.n, resolution, resolution, channels],
                     "has_labels": decoded.labels is not None,
+                    "label_kind": kind,
                     "classes": decoded.classes,
                     "total_files": decoded.total,
                     "skipped_count": len(decoded.skipped),
@@ -181,7 +185,9 @@ def load_cached(
 ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, dict[str, Any]]:
     """(images memmap, labels, classes, meta) from the cache, decoding the source first on a miss.
 
-    `images` is a read-only np.memmap; copy it (np.array) to get a writable in-RAM array.
+    `images` is a read-only np.memmap; copy it (np.array) to get a writable in-RAM array. Labels and
+    classes have gone through `source.select_labels` (e.g. a subset of attributes); meta["label_kind"]
+    says what they are.
     """
     final = cache_dir_for(source, resolution, channels)
     hit = _open(final)
@@ -216,4 +222,6 @@ def load_cached(
             SkippedFileWarning,
             stacklevel=3,
         )
-    return images, labels, meta.get("classes"), meta
+    meta.setdefault("label_kind", infer_label_kind(labels))  # caches written before label kinds
+    labels, classes = source.select_labels(labels, meta.get("classes"))
+    return images, labels, classes, meta

@@ -46,7 +46,11 @@ class BatchStream:
         self.images: torch.Tensor | np.ndarray = (
             torch.from_numpy(np.array(images, copy=True)) if images.nbytes < (4 << 30) else images
         )
-        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if labels is None:
+            self.labels = None
+        else:  # class indices stay int64, multi-hot attribute rows stay float
+            lab = np.asarray(labels)
+            self.labels = torch.as_tensor(lab, dtype=torch.float32 if lab.dtype.kind == "f" else torch.long)
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.hflip, self.channels_last = hflip, channels_last
         self.rank, self.world_size = rank, world_size

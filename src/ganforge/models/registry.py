@@ -28,6 +28,16 @@ class ModelFamily:
 MODELS: Registry[ModelFamily] = Registry("model")
 
 
+def num_labels(cfg: dict[str, Any]) -> int | None:
+    """Size of the label vector of a conditional model (classes or attributes), None if unconditional."""
+    m = cfg["model"]
+    if not m.get("conditional"):
+        return None
+    if not m.get("num_labels"):
+        raise UserError("model.conditional=true needs a labelled data source (class folders, a dataset with classes)")
+    return int(m["num_labels"])
+
+
 def _family(cfg: dict[str, Any]) -> ModelFamily:
     fam = MODELS.get(cfg["model"]["name"])
     res = cfg["data"]["resolution"]

@@ -9,8 +9,8 @@ from typing import Any
 from ganforge.config import apply_overrides, load_config, validate
 from ganforge.errors import UserError
 from ganforge.training import checkpoint as ckpt
-from ganforge.training.run import RunDir, is_run_dir
-from ganforge.training.trainer import Trainer
+from ganforge.training.run import RunDir, check_run_dir, is_run_dir
+from ganforge.training.trainer import Trainer, load_data, resolve_labels
 
 
 def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -36,6 +36,18 @@ def resolve_checkpoint(path: str | Path) -> ckpt.Checkpoint:
     if not p.exists():
         raise UserError(f"checkpoint {p} does not exist; pass a .safetensors file or a run directory")
     return ckpt.read_checkpoint(p)
+
+
+def _warn_family_mismatch(cfg: dict[str, Any]) -> None:
+    """Combinations that train but contradict the paper they come from get a warning, not silence."""
+    lc, m = cfg["loss"], cfg["model"]
+    gp = lc["gp_weight"] if lc["gp_weight"] is not None else (10.0 if lc["name"] == "wgan-gp" else 0.0)
+    if gp > 0 and m["name"] == "dcgan" and m["d_norm"] == "batch":
+        print("ganforge: warning: a gradient penalty with BatchNorm in the critic is ill-defined "
+              "(Gulrajani et al. 2017); set model.d_norm=none", file=sys.stderr)  # fmt: skip
+    if lc["name"] in ("wgan", "wgan-gp") and gp == 0:
+        print("ganforge: warning: the Wasserstein loss without a Lipschitz constraint diverges; "
+              "set loss.gp_weight=10 or use loss.name=wgan-gp", file=sys.stderr)  # fmt: skip
 
 
 def train(
@@ -86,7 +98,10 @@ def train(
             cfg = load_config(config, overrides)
         init = resolve_checkpoint(init_from) if init_from is not None else None
         path = Path(run_dir) if run_dir is not None else default_run_dir(cfg["name"])
-        trainer_data = data
+        check_run_dir(path)
+        trainer_data = data if data is not None else load_data(cfg)  # bad data fails before the run dir exists
+        cfg = resolve_labels(cfg, trainer_data)
+        _warn_family_mismatch(cfg)
         run = RunDir.create(path, cfg)
         try:
             trainer = Trainer(cfg, run, data=trainer_data, quiet=quiet)

@@ -30,6 +30,20 @@ def is_run_dir(path: Path) -> bool:
     return (path / "config.yaml").is_file()
 
 
+def check_run_dir(path: Path) -> None:
+    """A new run goes into a folder that does not exist or is empty: never into a user's folder."""
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"--run-dir {path} is a file; choose a new folder for the run")
+        if is_run_dir(path):
+            raise UserError(
+                f"{path} already holds a run; continue it with `ganforge train --resume {path}` "
+                "or choose another --run-dir"
+            )
+        if any(path.iterdir()):
+            raise UserError(f"--run-dir {path} exists and is not empty; choose a new or empty folder")
+
+
 class RunDir:
     def __init__(self, path: Path, *, tensorboard: bool = True) -> None:
         self.path = Path(path)
@@ -45,16 +59,7 @@ class RunDir:
     def create(cls, path: Path, cfg: dict[str, Any]) -> RunDir:
         """A new run in `path`, which must not exist or be empty: never write into a user's folder."""
         path = Path(path)
-        if path.exists():
-            if not path.is_dir():
-                raise UserError(f"--run-dir {path} is a file; choose a new folder for the run")
-            if is_run_dir(path):
-                raise UserError(
-                    f"{path} already holds a run; continue it with `ganforge train --resume {path}` "
-                    "or choose another --run-dir"
-                )
-            if any(path.iterdir()):
-                raise UserError(f"--run-dir {path} exists and is not empty; choose a new or empty folder")
+        check_run_dir(path)
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path, tensorboard=cfg["train"]["tensorboard"])
         run.lock()

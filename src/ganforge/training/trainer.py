@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ganforge.augment import DiffAugment
 from ganforge.data.pipeline import BatchStream, seeded_generator
 from ganforge.errors import TrainingDiverged, UserError
 from ganforge.images import make_grid, save_png
 from ganforge.losses import build_loss
 from ganforge.models import build_discriminator, build_generator
+from ganforge.regularizers import gradient_penalty, r1_penalty
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.ema import EMA
 from ganforge.training.run import RunDir
@@ -64,6 +66,49 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
+def load_data(cfg: dict[str, Any]) -> Any:
+    from ganforge.data import load_dataset
+
+    d = cfg["data"]
+    kw: dict[str, Any] = {"strict": d["strict"]}
+    if d["attributes"]:
+        kw["attributes"] = [a.strip() for a in d["attributes"].split(",") if a.strip()]
+    if d["crop"]:
+        kw["crop"] = d["crop"]
+    return load_dataset(d["source"], d["resolution"], d["channels"], d["data_dir"], **kw)
+
+
+def resolve_labels(cfg: dict[str, Any], data: Any) -> dict[str, Any]:
+    """Fill model.num_labels / label_kind / label_names from the data, so config.yaml describes the
+    conditional model completely (sampling by class name needs nothing but the run directory)."""
+    m = cfg["model"]
+    if not m["conditional"]:
+        return cfg
+    if data.labels is None or not data.classes:
+        raise UserError(
+            f"model.conditional=true but {cfg['data']['source']!r} has no labels; use a dataset with classes, "
+            "class sub-folders, or CelebA attributes (data.attributes=...)"
+        )
+    kind = getattr(data, "label_kind", None) or ("attributes" if np.asarray(data.labels).ndim == 2 else "class")
+    m.update(num_labels=len(data.classes), label_kind=kind, label_names=[str(c) for c in data.classes])
+    return cfg
+
+
+def fixed_labels(cfg: dict[str, Any], data: Any, n: int, device: torch.device) -> torch.Tensor:
+    """Labels of the fixed sample grid: one class per grid column, or the attributes of n real images."""
+    m = cfg["model"]
+    if m["label_kind"] == "attributes":
+        return torch.as_tensor(np.asarray(data.labels[:n]), dtype=torch.float32, device=device)
+    return torch.arange(n, device=device) % m["num_labels"]
+
+
+def grid_columns(cfg: dict[str, Any]) -> int | None:
+    m = cfg["model"]
+    if m["conditional"] and m["label_kind"] == "class" and m["num_labels"] <= 16:
+        return m["num_labels"]
+    return None
+
+
 class Trainer:
     def __init__(self, cfg: dict[str, Any], run: RunDir | None = None, data: Any = None, quiet: bool = False):
         self.cfg, self.run, self.quiet = cfg, run, quiet
@@ -77,18 +122,22 @@ class Trainer:
         random.seed(self.seed)
 
         if data is None:
-            from ganforge.data import load_dataset
-
-            d = cfg["data"]
-            data = load_dataset(d["source"], d["resolution"], d["channels"], d["data_dir"], strict=d["strict"])
+            data = load_data(cfg)
         self.data = data
+        self.conditional = bool(cfg["model"]["conditional"])
         self.G = build_generator(cfg).to(self.device)
         self.D = build_discriminator(cfg).to(self.device)
         self.channels_last = t["channels_last"] and any(isinstance(m, torch.nn.Conv2d) for m in self.D.modules())
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
-        self.loss = build_loss(cfg["loss"]["name"])
+        lc = cfg["loss"]
+        self.loss = build_loss(lc["name"])
+        self.gp_weight = self.loss.default_gp if lc["gp_weight"] is None else lc["gp_weight"]
+        self.r1_gamma, self.r1_every = lc["r1_gamma"], lc["r1_every"]
+        self.d_steps = t["d_steps"]
+        a = cfg["augment"]
+        self.augment = DiffAugment(a["policy"]) if a["name"] == "diffaugment" else None
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t["lr_g"], betas=(t["beta1"], t["beta2"]))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t["lr_d"], betas=(t["beta1"], t["beta2"]))
         self.ema = EMA(self.G, t["ema_decay"], t["ema_start"]) if t["ema"] else None
@@ -97,31 +146,47 @@ class Trainer:
             hflip=cfg["data"]["hflip"], channels_last=self.channels_last,
         )  # fmt: skip
         self.z_dim = cfg["model"]["z_dim"]
-        self.fixed_z = torch.randn(t["n_samples"], self.z_dim, generator=seeded_generator(self.seed, -1)).to(
-            self.device
-        )
-        self.step = 0
+        n = t["n_samples"]
+        self.fixed_z = torch.randn(n, self.z_dim, generator=seeded_generator(self.seed, -1)).to(self.device)
+        self.fixed_labels = fixed_labels(cfg, data, n, self.device) if self.conditional else None
+        self.step = 0  # G updates
+        self.d_iter = 0  # D updates (= batches drawn); differs from step when d_steps > 1
         self._stop: str | None = None
         self._last: dict[str, float] = {}
 
     # ---------------------------------------------------------------------------------------------
-    def train_step(self) -> dict[str, torch.Tensor]:
-        """One D update and one G update (the non-saturating GAN step of pytorch/examples dcgan)."""
-        G, D, loss = self.G, self.D, self.loss
-        real, labels = self.stream.next(self.step)
-        z = torch.randn(real.shape[0], self.z_dim, device=self.device,
-                        generator=seeded_generator(self.seed + 2, self.step, self.device))  # fmt: skip
+    def _aug(self, x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        return x if self.augment is None else self.augment(x, rng)
 
-        # (1) D: tell real from fake
-        fake = G(z, labels)
-        loss_d = loss.d_loss(D(real, labels), D(fake.detach(), labels))
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_D.step()
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """`d_steps` D updates, then one G update. Every random draw comes from a generator seeded by
+        (seed, counter), so the step is a pure function of the checkpointed state."""
+        G, D, loss, aug = self.G, self.D, self.loss, self._aug
+        for _ in range(self.d_steps):
+            real, labels = self.stream.next(self.d_iter)
+            labels = labels if self.conditional else None
+            rng = seeded_generator(self.seed + 2, self.d_iter, self.device)
+            z = torch.randn(real.shape[0], self.z_dim, device=self.device, generator=rng)
+
+            # (1) D: tell real from fake (plus the regularizers of the family)
+            fake = G(z, labels)
+            real_a, fake_a = aug(real, rng), aug(fake.detach(), rng)
+            loss_d = loss.d_loss(D(real_a, labels), D(fake_a, labels))
+            total = loss_d
+            if self.gp_weight:
+                gp = gradient_penalty(D, real_a, fake_a, labels, rng)
+                total = total + self.gp_weight * gp
+            if self.r1_gamma and self.d_iter % self.r1_every == 0:
+                r1 = r1_penalty(D, real_a, labels)
+                total = total + (self.r1_gamma / 2) * self.r1_every * r1  # lazy: k times the weight, 1/k as often
+            self.opt_D.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt_D.step()
+            self.d_iter += 1
 
         # (2) G: fool D. D's weights are frozen here, so backward skips their (unused) gradients.
         D.requires_grad_(False)
-        loss_g = loss.g_loss(D(fake, labels))
+        loss_g = loss.g_loss(D(aug(fake, rng), labels))
         self.opt_G.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_G.step()
@@ -130,7 +195,10 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(G, self.step)
         self.step += 1
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+        out = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+        if self.gp_weight:
+            out["gp"] = gp.detach()
+        return out
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -142,7 +210,7 @@ class Trainer:
         G = self.sampler
         was_training = G.training
         G.eval()
-        x = G(self.fixed_z)
+        x = G(self.fixed_z, self.fixed_labels)
         G.train(was_training)
         return x.float()
 
@@ -150,7 +218,7 @@ class Trainer:
         if self.run is None:
             return None
         x = self.sample_grid()
-        grid = make_grid(x)
+        grid = make_grid(x, nrow=grid_columns(self.cfg))
         path = save_png(grid, self.run.sample_path(self.step))
         if self.run.tb is not None:
             self.run.tb.add_image("samples", grid, self.step, dataformats="HWC")
@@ -179,6 +247,7 @@ class Trainer:
             "config": self.cfg,
             "rng": rng_state(),
             "data": self.stream.state_dict(),
+            "d_iter": self.d_iter,
             "optim": {"opt_G": pg, "opt_D": pd},
             "losses": self._last,
         }
@@ -221,6 +290,7 @@ class Trainer:
         ckpt.load_optimizer("opt_G", self.opt_G, c.tensors, c.meta["optim"]["opt_G"])
         ckpt.load_optimizer("opt_D", self.opt_D, c.tensors, c.meta["optim"]["opt_D"])
         self.step = c.step
+        self.d_iter = int(c.meta.get("d_iter", c.step * self.d_steps))
         self.stream.load_state_dict(c.meta["data"])
         set_rng_state(c.meta["rng"])
         self._last = c.meta.get("losses", {})
@@ -253,16 +323,15 @@ class Trainer:
                     dynamic_ncols=True, mininterval=0.5, file=sys.stderr)  # fmt: skip
         is_cuda = self.device.type == "cuda"
         tic, tic_step = time.perf_counter(), self.step
-        last_good = self.step
         try:
             while self.step < total and self._stop is None:
                 out = self.train_step()
                 logging = self.step % t["log_every"] == 0 or self.step == total
                 if not is_cuda or logging:  # on GPU, sync only when logging
-                    ld, lg = out["loss_d"].item(), out["loss_g"].item()
-                    if not (math.isfinite(ld) and math.isfinite(lg)):
-                        self._diverged(ld, lg, last_good)
-                    self._last = {"loss_d": ld, "loss_g": lg}
+                    values = {k: v.item() for k, v in out.items()}
+                    if not all(math.isfinite(v) for v in values.values()):
+                        self._diverged(values["loss_d"], values["loss_g"])
+                    self._last = values
                 if logging:
                     now = time.perf_counter()
                     ips = (self.step - tic_step) * bs / max(now - tic, 1e-9)
@@ -275,7 +344,6 @@ class Trainer:
                     self.save_samples()
                 if t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
                     self.save_checkpoint()
-                    last_good = self.step
         finally:
             pbar.close()
             for s, h in old.items():
@@ -305,10 +373,11 @@ class Trainer:
             return
         self.run.log_metrics(rec)
         if self.run.tb is not None:
-            for k in ("loss_d", "loss_g", "img_per_s"):
-                self.run.tb.add_scalar(f"train/{k}", rec[k], self.step)
+            for k, v in rec.items():
+                if k not in ("step", "time", "images_seen"):
+                    self.run.tb.add_scalar(f"train/{k}", v, self.step)
 
-    def _diverged(self, ld: float, lg: float, last_good: int) -> None:
+    def _diverged(self, ld: float, lg: float) -> None:
         where = "no checkpoint was written yet"
         if self.run is not None:
             have = ckpt.list_checkpoints(self.run.checkpoints)

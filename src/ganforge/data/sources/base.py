@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
 
 from ganforge.data import transforms as T
 from ganforge.registry import Registry
+
+LabelKind = Literal["class", "attributes", "none"]
+"""What `labels` hold: int64 (N,) class indices, float32 (N, K) multi-hot attributes in {0, 1}, or nothing."""
+
+
+def infer_label_kind(labels: np.ndarray | None) -> LabelKind:
+    """The kind of labels an array holds, for data that did not say (caches written before label kinds)."""
+    if labels is None:
+        return "none"
+    return "attributes" if np.ndim(labels) == 2 else "class"
 
 
 class DataWarning(UserWarning):
@@ -31,9 +41,10 @@ class RawData:
     read many files (folders, zips) decode lazily into a sink instead of holding undecoded files."""
 
     images: np.ndarray
-    labels: np.ndarray | None  # int64 (N,)
-    classes: list[str] | None  # class names, index = label
+    labels: np.ndarray | None  # int64 (N,) class indices, or float32 (N, K) attributes (see label_kind)
+    classes: list[str] | None  # class names (index = label) or attribute names (index = column)
     skipped: list[str] = field(default_factory=list)  # "name: reason" of each file left out
+    label_kind: LabelKind | None = None  # None: inferred from `labels`
 
 
 @dataclass
@@ -44,6 +55,7 @@ class Decoded:
     classes: list[str] | None
     skipped: list[str] = field(default_factory=list)
     total: int = 0  # candidate files (or records) looked at, skipped ones included
+    label_kind: LabelKind | None = None  # None: inferred from `labels`
 
 
 class Sink(Protocol):
@@ -95,12 +107,23 @@ class Source(ABC):
     """One dataset on disk. Subclasses register with `@SOURCES.register(kind)`."""
 
     named: ClassVar[bool] = False  # True: chosen by name ("mnist"); False: chosen by a path
+    splits: ClassVar[tuple[str, ...]] = ()  # of a named source, default first: listed in spec errors
+    # keyword options of load_dataset that from_spec accepts (e.g. "attributes"); others are refused
+    options: ClassVar[tuple[str, ...]] = ()
     spec: str  # normalized spec, e.g. "fashion-mnist:train" or the folder path as given
+    _definition_order: ClassVar[list[type[Source]]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Registration follows definition, so this is the order datasets were added in: error messages
+        # list them that way, keeping the long-standing ones first (the registry itself sorts by name).
+        super().__init_subclass__(**kwargs)
+        Source._definition_order.append(cls)
 
     @classmethod
     @abstractmethod
     def from_spec(cls, path: str | None, split: str | None, data_dir: str | None) -> Source:
-        """Build from the parts of `parse_spec` plus the user's --data-dir."""
+        """Build from the parts of `parse_spec` plus the user's --data-dir (and, for sources that list
+        them in `options`, those keyword options: only the ones the user set are passed)."""
 
     @property
     @abstractmethod
@@ -119,11 +142,23 @@ class Source(ABC):
     def info(self, strict: bool = False) -> dict[str, Any]:
         """Facts about the native data: count, shape, classes, value range (for `ganforge data info`)."""
 
+    def select_labels(
+        self, labels: np.ndarray | None, classes: list[str] | None
+    ) -> tuple[np.ndarray | None, list[str] | None]:
+        """Labels as the user asked for them, from the labels `decode_into` gave (cached or fresh).
+
+        Choices that do not change the images (which attribute columns, say) are applied here, after
+        the cache, so that they never force a second decode of the same images.
+        """
+        return labels, classes
+
     def load(self, resolution: int, channels: int, strict: bool = False) -> RawData:
         """Decode everything into memory (no cache)."""
         sink = ArraySink()
         d = self.decode_into(sink, resolution, channels, strict)
-        return RawData(sink.array(resolution, channels), d.labels, d.classes, d.skipped)
+        kind = d.label_kind or infer_label_kind(d.labels)
+        labels, classes = self.select_labels(d.labels, d.classes)
+        return RawData(sink.array(resolution, channels), labels, classes, d.skipped, kind)
 
 
 SOURCES: Registry[type[Source]] = Registry("data source")

@@ -181,6 +181,7 @@ class IdxSource(Source):
     """One split of an IDX dataset; subclasses set `dataset`."""
 
     named = True
+    splits = tuple(SPLIT_FILES)
     dataset: ClassVar[IdxDataset]
 
     def __init__(self, split: str = "train", data_dir: str | None = None) -> None:

@@ -1,0 +1,6 @@
+"""Differentiable augmentations applied to every image D sees (real and fake), so D cannot memorise a
+small dataset while G still gets gradients through the augmentation. Registered by name."""
+
+from ganforge.augment.diffaugment import POLICIES, DiffAugment
+
+__all__ = ["DiffAugment", "POLICIES"]
