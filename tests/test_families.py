@@ -199,3 +199,49 @@ def test_conditional_needs_labels(tmp_path):
         train("fashion_mnist_dcgan", FAST + ["model.conditional=true"], run_dir=tmp_path / "r",
               data=synthetic_data(n=64), quiet=True)  # fmt: skip
     assert not (tmp_path / "r").exists()
+
+
+def test_sample_by_class_name_from_a_labelled_folder(tmp_path, capsys):
+    from PIL import Image
+
+    from ganforge.cli import main
+
+    root = tmp_path / "shapes"
+    data = synthetic_data(n=60, res=32)
+    for i, arr in enumerate(data.images):
+        d = root / ("circle" if i % 2 else "square")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr[..., 0]).save(d / f"{i:03d}.png")
+    run = tmp_path / "run"
+    rc = main(["train", "fashion_mnist_dcgan", f"data.source={root}", *FAST, "train.steps=4", "model.conditional=true",
+               "--run-dir", str(run), "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "label_names:\n  - circle\n  - square" in (run / "config.yaml").read_text()
+    assert main(["sample", str(run), "--class", "SQUARE", "--n", "4", "--grid", str(tmp_path / "sq.png")]) == 0
+    assert main(["sample", str(run), "--class", "1", "--n", "4", "--grid", str(tmp_path / "c1.png")]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--class", "triangle"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown class 'triangle'" in err and "circle, square" in err
+    assert main(["sample", str(run), "--attr", "Smiling=1"]) == 2
+    assert "not attributes" in capsys.readouterr().err
+    from ganforge.generate import load_generator, make_labels, sample
+
+    G, cfg = load_generator(run)
+    a = sample(G, 4, seed=0, labels=make_labels(cfg, 4, "circle"))
+    b = sample(G, 4, seed=0, labels=make_labels(cfg, 4, "square"))
+    assert not torch.allclose(a, b)
+
+
+def test_attribute_labels():
+    from ganforge.generate import make_labels
+
+    cfg = {"model": {"conditional": True, "label_kind": "attributes", "label_names": ["Male", "Smiling", "Young"]}}
+    lab = make_labels(cfg, 3, attrs="smiling=1,Young=1")
+    assert lab.shape == (3, 3) and lab[0].tolist() == [0.0, 1.0, 1.0]
+    with pytest.raises(UserError, match="Male, Smiling, Young"):
+        make_labels(cfg, 3, attrs="Bald=1")
+    with pytest.raises(UserError, match="not classes"):
+        make_labels(cfg, 3, cls="Male")
+    with pytest.raises(UserError, match="not conditional"):
+        make_labels({"model": {"conditional": False}}, 3, cls="3")

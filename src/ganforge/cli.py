@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nrow", type=int, help="images per grid row")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
+    p.add_argument("--class", dest="cls", help="conditional runs: a class name or index (default: every class)")
+    p.add_argument("--attr", help="attribute-conditional runs: e.g. Smiling=1,Male=0 (others 0)")
     p.add_argument("--overwrite", action="store_true", help="allow replacing existing files")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_common(p)
@@ -181,7 +183,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     if a.n < 1:
         raise UserError(f"--n must be at least 1, got {a.n}")
     out = sample_to_files(a.run_dir, n=a.n, seed=a.seed, grid=a.grid, out_dir=a.out, ema=not a.no_ema,
-                          device=a.device, nrow=a.nrow, overwrite=a.overwrite)  # fmt: skip
+                          device=a.device, nrow=a.nrow, overwrite=a.overwrite, cls=a.cls, attrs=a.attr)  # fmt: skip
     if "grid" in out:
         print(f"grid: {out['grid']}")
     if "files" in out:

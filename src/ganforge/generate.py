@@ -39,6 +39,41 @@ def load_generator(
     return G.to(resolve_device(device)).eval(), cfg
 
 
+def make_labels(cfg: dict[str, Any], n: int, cls: str | int | None = None, attrs: str | None = None) -> torch.Tensor | None:
+    """Labels for n samples of a conditional run: one class (by index or name, case-insensitive), every
+    class in turn (default), or attribute values like "Smiling=1,Male=0" (unnamed attributes are 0)."""
+    m = cfg["model"]
+    if not m.get("conditional"):
+        if cls is not None or attrs is not None:
+            raise UserError("this run's model is not conditional; --class/--attr need a run trained with model.conditional=true")
+        return None
+    names = [str(x) for x in m["label_names"]]
+    if m["label_kind"] == "attributes":
+        if cls is not None:
+            raise UserError(f"this run is conditioned on attributes, not classes; use --attr, e.g. --attr {names[0]}=1")
+        vec = torch.zeros(len(names))
+        for part in filter(None, (attrs or "").split(",")):
+            key, _, val = part.partition("=")
+            lookup = {x.lower(): i for i, x in enumerate(names)}
+            if key.strip().lower() not in lookup or val.strip() not in ("0", "1"):
+                raise UserError(f"--attr {part!r}: write NAME=0 or NAME=1 with NAME one of {', '.join(names)}")
+            vec[lookup[key.strip().lower()]] = float(val)
+        return vec.expand(n, -1).clone()
+    if attrs is not None:
+        raise UserError("this run is conditioned on classes, not attributes; use --class NAME or --class INDEX")
+    if cls is None:
+        return torch.arange(n) % len(names)
+    lookup = {x.lower(): i for i, x in enumerate(names)}
+    text = str(cls).strip()
+    if text.lower() in lookup:
+        idx = lookup[text.lower()]
+    elif text.isdigit() and int(text) < len(names):
+        idx = int(text)
+    else:
+        raise UserError(f"unknown class {text!r}; choose one of: {', '.join(names)} (or an index 0-{len(names) - 1})")
+    return torch.full((n,), idx, dtype=torch.long)
+
+
 @torch.no_grad()
 def sample(
     G: torch.nn.Module, n: int, *, seed: int = 0, batch_size: int = 256, labels: torch.Tensor | None = None
@@ -57,7 +92,7 @@ def sample(
 def sample_to_files(
     run_dir: str | Path, *, n: int = 64, seed: int = 0, grid: str | Path | None = None,
     out_dir: str | Path | None = None, ema: bool = True, device: str = "cpu", nrow: int | None = None,
-    overwrite: bool = False,
+    overwrite: bool = False, cls: str | int | None = None, attrs: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """`ganforge sample`: a grid PNG and/or one PNG per image. Defaults to RUN_DIR/sample-grid.png."""
     if grid is None and out_dir is None:
@@ -65,7 +100,10 @@ def sample_to_files(
     if grid is not None:
         check_new_file(Path(grid), overwrite, own_dir=Path(run_dir))
     G, cfg = load_generator(run_dir, ema=ema, device=device)
-    x = sample(G, n, seed=seed)
+    labels = make_labels(cfg, n, cls, attrs)
+    x = sample(G, n, seed=seed, labels=labels)
+    if nrow is None and labels is not None and cls is None and attrs is None and len(cfg["model"]["label_names"]) <= 16:
+        nrow = len(cfg["model"]["label_names"])  # one class per column
     written: dict[str, Any] = {}
     if out_dir is not None:
         written["files"] = [str(p) for p in save_images(x, Path(out_dir), overwrite=overwrite)]
