@@ -35,7 +35,7 @@ class Key:
 
 SCHEMA: dict[str, Any] = {
     "name": Key("run", str, "short name of the run; the default run dir is runs/<name>"),
-    "seed": Key(0, int, "seed for weights, data order, noise and augmentation", min=0),
+    "seed": Key(0, int, "seed for weights, data order, noise and augmentation", min=0, max=2**63 - 1),
     "device": Key("auto", str, "where to train", choices=("auto", "cpu", "cuda")),
     "data": {
         "source": Key("fashion-mnist", str, "dataset spec: fashion-mnist, mnist[:test], a folder or .zip"),
@@ -44,10 +44,16 @@ SCHEMA: dict[str, Any] = {
         "channels": Key(1, int, "1 = grayscale, 3 = RGB", choices=(1, 3)),
         "hflip": Key(False, bool, "random horizontal flip of real images"),
         "strict": Key(False, bool, "fail on the first unreadable image instead of skipping it"),
-        "attributes": Key(None, str, "comma list of attributes to condition on (CelebA), e.g. Male,Smiling",
-                          nullable=True),
-        "crop": Key(None, str, "CelebA face crop before resizing: 178 (center, default), 140 or 108",
-                    choices=("178", "140", "108"), nullable=True),
+        "attributes": Key(
+            None, str, "comma list of attributes to condition on (CelebA), e.g. Male,Smiling", nullable=True
+        ),
+        "crop": Key(
+            None,
+            str,
+            "CelebA face crop before resizing: 178 (center, default), 140 or 108",
+            choices=("178", "140", "108"),
+            nullable=True,
+        ),
     },
     "model": {
         "name": Key("dcgan", str, "generator/discriminator family (see `ganforge models`)"),
@@ -65,14 +71,21 @@ SCHEMA: dict[str, Any] = {
     },
     "loss": {
         "name": Key("nsgan", str, "adversarial loss (see `ganforge models`)"),
-        "gp_weight": Key(None, float, "gradient-penalty weight (null = the loss's own: 10 for wgan-gp, else 0)",
-                         min=0.0, nullable=True),
+        "gp_weight": Key(
+            None,
+            float,
+            "gradient-penalty weight (null = the loss's own: 10 for wgan-gp, else 0)",
+            min=0.0,
+            nullable=True,
+        ),
         "r1_gamma": Key(0.0, float, "R1 penalty weight gamma on real images (0 = off)", min=0.0),
         "r1_every": Key(16, int, "apply R1 lazily every k D steps (weight scaled by k)", min=1),
     },
     "augment": {
         "name": Key("none", str, "augmentation of every image D sees", choices=("none", "diffaugment")),
-        "policy": Key("color,translation,cutout", str, "DiffAugment policy: a comma list of color, translation, cutout"),
+        "policy": Key(
+            "color,translation,cutout", str, "DiffAugment policy: a comma list of color, translation, cutout"
+        ),
     },
     "train": {
         "steps": Key(2000, int, "generator updates in total", min=1),
@@ -146,16 +159,22 @@ def _coerce(dotted: str, key: Key, value: Any) -> Any:
         except ValueError:
             pass
     if bool not in types and isinstance(value, bool) or not isinstance(value, types):
-        raise UserError(f"config key {dotted!r} must be {_type_name(key)}, got {value!r} ({type(value).__name__})")
+        raise UserError(f"config key {dotted!r} must be {_type_name(key)}, got {short(value)} ({type(value).__name__})")
     if key.choices and value not in key.choices:
-        raise UserError(f"config key {dotted!r} must be one of {', '.join(map(str, key.choices))}; got {value!r}")
+        raise UserError(f"config key {dotted!r} must be one of {', '.join(map(str, key.choices))}; got {short(value)}")
     if value != value or value in (float("inf"), float("-inf")):
-        raise UserError(f"config key {dotted!r} must be a finite number; got {value!r}")
+        raise UserError(f"config key {dotted!r} must be a finite number; got {short(value)}")
     if key.min is not None and value < key.min or key.max is not None and value > key.max:
         lo = "-inf" if key.min is None else key.min
         hi = "inf" if key.max is None else key.max
-        raise UserError(f"config key {dotted!r} must be in [{lo}, {hi}]; got {value!r}")
+        raise UserError(f"config key {dotted!r} must be in [{lo}, {hi}]; got {short(value)}")
     return value
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """repr() cut to a readable length: an error line must stay one short line whatever the input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _type_name(key: Key) -> str:
@@ -169,11 +188,11 @@ def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dic
     """Validate `update` key by key and merge it into a copy of `base`."""
     out = copy.deepcopy(base)
     if not isinstance(update, dict):
-        raise UserError(f"config section {prefix or 'top level'!r} must be a mapping, got {update!r}")
+        raise UserError(f"config section {prefix or 'top level'!r} must be a mapping, got {short(update)}")
     for k, v in update.items():
         dotted = f"{prefix}{k}"
         if not isinstance(k, str):
-            raise UserError(f"config keys must be strings, got {k!r} in {prefix or 'top level'!r}")
+            raise UserError(f"config keys must be strings, got {short(k)} in {prefix or 'top level'!r}")
         node = _lookup_node(dotted)
         if isinstance(node, dict):
             out[k] = merge(out.get(k, {}), v if v is not None else {}, dotted + ".")
@@ -201,7 +220,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"override {text!r} has no key; write key=value, e.g. train.steps=40")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except Exception:  # noqa: BLE001 - PyYAML raises ValueError/KeyError/... for bad explicit tags too
         value = raw
     if isinstance(value, (dict, list)):
         value = raw  # a scalar was meant: keep the text and let validation judge it
@@ -239,16 +258,23 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def safe_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load whose every failure (syntax, a bad `!!int x` tag, absurd nesting) is one line."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(f"config {where} is nested too deeply to be a ganforge config") from None
+    except Exception as e:  # noqa: BLE001 - PyYAML raises more than YAMLError on bad tags
+        msg = " ".join(str(e).split())[:200]
+        raise UserError(f"config {where} is not valid YAML: {msg or type(e).__name__}") from None
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config {path}: {e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        msg = " ".join(str(e).split())
-        raise UserError(f"config {path} is not valid YAML: {msg}") from None
+    data = safe_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -39,9 +39,13 @@ def check_new_file(path: Path, overwrite: bool = False, own_dir: Path | None = N
     directory's own outputs) or with `overwrite`."""
     path = Path(path)
     if path.exists() and not overwrite:
-        inside = own_dir is not None and path.resolve().parent == Path(own_dir).resolve()
+        # only a PNG that sits directly in the run directory is the run's own (re-creatable) picture;
+        # config.yaml, metrics, checkpoints are records and never replaced by an image
+        inside = own_dir is not None and path.resolve().parent == Path(own_dir).resolve() and path.suffix == ".png"
         if not inside:
             raise UserError(f"{path} already exists; choose another path or pass --overwrite")
+    if own_dir is not None and path.resolve().parent == Path(own_dir).resolve() and path.suffix != ".png":
+        raise UserError(f"{path} would sit among the run's own records; give a .png path")
     if path.exists() and path.is_dir():
         raise UserError(f"{path} is a folder; give a .png file path")
     return path

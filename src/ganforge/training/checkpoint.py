@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ganforge import __version__
+from ganforge.config import short
 from ganforge.errors import UserError
 
 FORMAT = "ganforge-checkpoint/1"
@@ -184,6 +185,7 @@ def save_checkpoint(
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **meta,
     }
+    meta["meta_sha256"] = _meta_digest(meta)
     try:
         _debug_pause()
         atomic_write_bytes(directory / f"{stem}.json", json.dumps(meta, indent=1).encode())
@@ -200,6 +202,13 @@ def _debug_pause() -> None:
     delay = os.environ.get("GANFORGE_DEBUG_SLOW_CHECKPOINT")
     if delay:
         time.sleep(float(delay))
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the sidecar's own content (without this field): a flipped bit in the step, RNG state
+    or config must not resume a different training state silently."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -241,6 +250,13 @@ def read_checkpoint(path: Path, verify: bool = True) -> Checkpoint:
             meta = json.loads(js.read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"checkpoint metadata {js} is unreadable ({e}); it is damaged") from None
+        if not isinstance(meta, dict):
+            raise UserError(f"checkpoint metadata {js} is damaged (not a JSON object)")
+        if verify and "meta_sha256" in meta and _meta_digest(meta) != meta["meta_sha256"]:
+            raise UserError(f"checkpoint metadata {js} is corrupted (its SHA-256 does not match its content)")
+        m = _NAME.match(js.name)
+        if m and meta.get("step") != int(m.group(1)):
+            raise UserError(f"checkpoint metadata {js} is damaged (it names step {short(meta.get('step'))})")
         if verify and meta.get("sha256") and sha256_file(path) != meta["sha256"]:
             raise UserError(f"checkpoint {path} is corrupted or truncated (SHA-256 does not match {js.name})")
     try:

@@ -50,6 +50,51 @@ def _warn_family_mismatch(cfg: dict[str, Any]) -> None:
               "set loss.gp_weight=10 or use loss.name=wgan-gp", file=sys.stderr)  # fmt: skip
 
 
+def _remove_new_run_dir(path: Path) -> None:
+    """Undo RunDir.create after a failure before training started (only ganforge's own files are there)."""
+    import shutil
+
+    if path.is_dir() and set(p.name for p in path.iterdir()) <= {"config.yaml", ".lock", "samples", "checkpoints", "tb",
+                                                                 "train.log"}:  # fmt: skip
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _prepare_resume(run: RunDir, overrides: list[str], data: Any, quiet: bool) -> Trainer:
+    cfg = apply_overrides(run.read_config(), overrides)
+    found, warnings = ckpt.latest_checkpoint(run.checkpoints)
+    for w in warnings:
+        print(f"ganforge: warning: {w}", file=sys.stderr)
+        run.log_text("WARNING " + w)
+    if found is not None and found.step >= cfg["train"]["steps"]:
+        raise UserError(
+            f"{run.path} is already at step {found.step} >= train.steps={cfg['train']['steps']}; "
+            f"pass a larger train.steps=N to train further"
+        )
+    if found is None and (warnings or any(run.checkpoints.glob("step-*.safetensors"))):
+        raise UserError(f"{run.path} has no intact checkpoint to resume from (all are damaged); start a new run")
+    trainer = Trainer(cfg, run, data=data, quiet=quiet)
+    if found is None:
+        # killed before its first checkpoint: nothing to restore, so the run starts again from step 0
+        print(f"ganforge: warning: {run.path} has no intact checkpoint yet; starting it again from step 0",
+              file=sys.stderr)  # fmt: skip
+        run.log_text("no intact checkpoint: restarted from step 0")
+        run.write_config(cfg)
+        run.truncate_metrics(0)
+        return trainer
+    try:
+        trainer.load_state(found)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a sidecar that passed its hash but is still unusable
+        raise UserError(f"checkpoint {found.path} cannot be restored ({type(e).__name__}: {str(e)[:120]})") from None
+    run.write_config(cfg)
+    run.truncate_metrics(found.step)
+    if warnings:
+        print(f"ganforge: resuming from the newest intact checkpoint, step {found.step}", file=sys.stderr)
+    run.log_text(f"resumed from {found.path.name} (step {found.step}) to train.steps={cfg['train']['steps']}")
+    return trainer
+
+
 def train(
     config: str | dict[str, Any] | None = None,
     overrides: list[str] | None = None,
@@ -72,25 +117,11 @@ def train(
             raise UserError("--resume and --init-from cannot be combined")
         run = RunDir.open(Path(resume))
         run.lock()
-        cfg = apply_overrides(run.read_config(), overrides)
-        found, warnings = ckpt.latest_checkpoint(run.checkpoints)
-        for w in warnings:
-            print(f"ganforge: warning: {w}", file=sys.stderr)
-            run.log_text("WARNING " + w)
-        if found is None:
-            raise UserError(f"{run.path} has no intact checkpoint to resume from; start a new run instead")
-        if found.step >= cfg["train"]["steps"]:
-            raise UserError(
-                f"{run.path} is already at step {found.step} >= train.steps={cfg['train']['steps']}; "
-                f"pass a larger train.steps=N to train further"
-            )
-        trainer = Trainer(cfg, run, data=data, quiet=quiet)
-        trainer.load_state(found)
-        run.write_config(cfg)
-        run.truncate_metrics(found.step)
-        if warnings:
-            print(f"ganforge: resuming from the newest intact checkpoint, step {found.step}", file=sys.stderr)
-        run.log_text(f"resumed from {found.path.name} (step {found.step}) to train.steps={cfg['train']['steps']}")
+        try:
+            trainer = _prepare_resume(run, overrides, data, quiet)
+        except BaseException:
+            run.close()  # release the lock: a failed resume must not block the next attempt
+            raise
     else:
         if isinstance(config, dict):
             cfg = apply_overrides(validate(config), overrides)
@@ -105,12 +136,13 @@ def train(
         run = RunDir.create(path, cfg)
         try:
             trainer = Trainer(cfg, run, data=trainer_data, quiet=quiet)
+            if init is not None:
+                trainer.init_from(init)
+                run.log_text(f"initialised from {init.path}")
         except BaseException:
             run.close()
+            _remove_new_run_dir(path)  # it was absent or empty before: leave nothing half-made behind
             raise
-        if init is not None:
-            trainer.init_from(init)
-            run.log_text(f"initialised from {init.path}")
         run.log_text(f"started: {cfg['model']['name']} on {cfg['data']['source']} for {cfg['train']['steps']} steps")
     try:
         summary = trainer.fit()

@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ganforge.config import dump, validate
+from ganforge.config import dump, safe_yaml, validate
 from ganforge.errors import UserError
 from ganforge.training.checkpoint import atomic_write_bytes
 
@@ -27,7 +25,9 @@ RUN_MARKERS = ("config.yaml", "checkpoints")
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file()
+    """A folder ganforge made: config.yaml and a checkpoints/ folder (a user's own folder with a
+    config.yaml is not enough to be written into)."""
+    return all((path / m).is_file() if m.endswith(".yaml") else (path / m).is_dir() for m in RUN_MARKERS)
 
 
 def check_run_dir(path: Path) -> None:
@@ -80,9 +80,12 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         p = self.path / "config.yaml"
         try:
-            cfg = yaml.safe_load(p.read_text())
-        except (OSError, yaml.YAMLError) as e:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"cannot read {p}: {' '.join(str(e).split())}") from None
+        cfg = safe_yaml(text, str(p))
+        if cfg is not None and not isinstance(cfg, dict):
+            raise UserError(f"{p} is not a ganforge config (not a mapping); the run directory is damaged")
         return validate(cfg or {})
 
     def write_config(self, cfg: dict[str, Any]) -> None:

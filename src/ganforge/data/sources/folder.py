@@ -8,8 +8,9 @@ Decoding rules, chosen so that any image people actually have loads the same way
 - 16-bit gray (I;16) is scaled 65535 -> 255 rather than clipped, as Pillow's convert("L") would.
 - Palette, CMYK, YCbCr images become RGB; 1-bit becomes gray.
 - Then centre crop to a square and an antialiased torch resize (data/transforms.py).
-A file that cannot be decoded (corrupt, truncated, empty, too large: Pillow's decompression-bomb
-limit) is skipped with a warning naming it; strict=True makes it an error instead.
+A file that cannot be decoded (corrupt, truncated, empty, not a regular file, too large: Pillow's
+decompression-bomb limit) is skipped with a warning naming it, and so is a sub-folder that cannot be
+listed; strict=True makes it an error instead. Symlinks are followed, loops cut.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
 import sys
 import warnings
 import zipfile
@@ -159,9 +161,14 @@ class ImageFilesSource(Source):
     def where(self, name: str) -> str:
         """How to name a file in messages."""
 
+    def unlisted(self) -> list[tuple[str, str]]:
+        """(folder, reason) of sub-folders that could not be listed: their images are missing."""
+        return []
+
     def _no_images(self) -> UserError:
         exts = ", ".join(IMAGE_EXTENSIONS)
-        return UserError(f"no images found in {self.path} (looked for {exts}, in sub-folders too)")
+        unreadable = "".join(f"; cannot list {where} ({reason})" for where, reason in self.unlisted()[:3])
+        return UserError(f"no images found in {self.path} (looked for {exts}, in sub-folders too){unreadable}")
 
     def _checked_names(self) -> list[str]:
         names = self.names()
@@ -173,6 +180,15 @@ class ImageFilesSource(Source):
         """(index, native uint8 HWC) for every decodable file; the others are warned about and skipped."""
         skipped: list[str] = []
         self._skipped = skipped
+        for where, reason in self.unlisted():  # images in there are missing: say which folder, and why
+            if strict:
+                raise UserError(
+                    f"cannot list folder {where}: {reason}; fix its permissions or remove it "
+                    "(without strict mode it is skipped)"
+                )
+            skipped.append(f"{where}: cannot list folder ({reason})")
+            warnings.warn(f"skipping folder {where}: cannot list it ({reason})", SkippedFileWarning, stacklevel=2)
+        unlisted = len(skipped)
         with (
             self.opener() as open_name,
             tqdm(names, desc=desc, unit="img", disable=None, file=sys.stderr, leave=False, mininterval=1) as it,
@@ -188,21 +204,22 @@ class ImageFilesSource(Source):
                             "(without strict mode bad files are skipped)"
                         ) from e
                     skipped.append(f"{self.where(name)}: {e}")
-                    if len(skipped) <= MAX_WARNINGS:
+                    if len(skipped) - unlisted <= MAX_WARNINGS:
                         warnings.warn(f"skipping {self.where(name)}: {e}", SkippedFileWarning, stacklevel=2)
                     continue
                 yield i, arr
-        if skipped:
-            more = f" ({len(skipped) - MAX_WARNINGS} not named above)" if len(skipped) > MAX_WARNINGS else ""
+        bad = len(skipped) - unlisted
+        if bad:
+            more = f" ({bad - MAX_WARNINGS} not named above)" if bad > MAX_WARNINGS else ""
             warnings.warn(
-                f"skipped {len(skipped)} of {len(names)} files in {self.path} that are not readable images{more}",
+                f"skipped {bad} of {len(names)} files in {self.path} that are not readable images{more}",
                 SkippedFileWarning,
                 stacklevel=2,
             )
-        if len(skipped) == len(names):
+        if bad == len(names):
             raise UserError(
                 f"no readable images in {self.path}: all {len(names)} image files failed to decode "
-                f"(first: {skipped[0]})"
+                f"(first: {skipped[unlisted]})"
             )
 
     def decode_into(self, sink: Sink, resolution: int, channels: int, strict: bool) -> Decoded:
@@ -220,7 +237,7 @@ class ImageFilesSource(Source):
         if batch:
             sink.append(np.concatenate(batch))
         labels = None if all_labels is None else np.asarray([all_labels[i] for i in kept], np.int64)
-        return Decoded(labels, classes, list(self._skipped), total=len(names))
+        return Decoded(labels, classes, list(self._skipped), total=len(names) + len(self.unlisted()))
 
     def info(self, strict: bool = False) -> dict[str, Any]:
         """Decodes every file at its native size: exact, but as slow as a first load."""
@@ -261,6 +278,7 @@ class FolderSource(ImageFilesSource):
     def __init__(self, path: str | Path, labels: str = "auto") -> None:
         super().__init__(path, labels)
         self._listing: list[tuple[str, int, int]] | None = None
+        self._unlisted: list[tuple[str, str]] = []
 
     def _list(self) -> list[tuple[str, int, int]]:
         """(relative name, size, mtime_ns) of candidate files, sorted by name."""
@@ -270,7 +288,16 @@ class FolderSource(ImageFilesSource):
             root = self.path.resolve()
             seen: set[str] = set()
             out: list[tuple[str, int, int]] = []
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            unlisted: list[tuple[str, str]] = []
+
+            def cannot_list(e: OSError) -> None:  # os.walk would silently leave the folder out
+                where = Path(e.filename) if e.filename else root
+                if where == root:
+                    raise UserError(f"cannot list dataset folder {self.path} ({e.strerror or _one_line(e)})")
+                shown = self.path / where.relative_to(root) if where.is_relative_to(root) else where
+                unlisted.append((str(shown), e.strerror or _one_line(e)))
+
+            for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list, followlinks=True):
                 real = os.path.realpath(dirpath)
                 if real in seen:  # a symlink loop or a second link to the same folder
                     dirnames[:] = []
@@ -288,8 +315,13 @@ class FolderSource(ImageFilesSource):
                     except OSError:  # a dangling symlink: listed, and skipped with a reason when decoded
                         out.append((name, -1, 0))
             out.sort()
+            self._unlisted = sorted(unlisted)
             self._listing = out
         return self._listing
+
+    def unlisted(self) -> list[tuple[str, str]]:
+        self._list()
+        return self._unlisted
 
     def names(self) -> list[str]:
         return [n for n, _, _ in self._list()]
@@ -304,7 +336,10 @@ class FolderSource(ImageFilesSource):
         def open_name(name: str) -> IO[bytes]:
             p = root / name
             try:
-                if p.stat().st_size == 0:
+                st = p.stat()
+                if not stat.S_ISREG(st.st_mode):  # a FIFO would block open(), a device never ends
+                    raise BadImage("not a regular file")
+                if st.st_size == 0:
                     raise BadImage("empty file (0 bytes)")
                 return open(p, "rb")
             except OSError as e:
