@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import types
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -33,3 +36,31 @@ FAST = ["model.nf=8", "train.batch_size=16", "train.log_every=5", "train.sample_
 @pytest.fixture
 def data32():
     return synthetic_data()
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A private, empty ganforge cache for one test."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("GANFORGE_CACHE", str(d))
+    return d
+
+
+class Hang(BaseException):
+    """Raised by the alarm; a BaseException so that no `except Exception` in ganforge can swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Fail (rather than hang the suite) when the body takes longer than `seconds`."""
+
+    def alarm(signum: int, frame: object) -> None:
+        raise Hang(f"no answer after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -9,36 +9,17 @@ import builtins
 import contextlib
 import io
 import os
-import signal
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import time_limit
 from PIL import Image
 
 from ganforge.data import SkippedFileWarning, load_dataset
 from ganforge.data.sources import folder as folder_mod
 from ganforge.errors import UserError
-
-
-class Hang(BaseException):
-    """Raised by the alarm; a BaseException so that no `except Exception` can swallow it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    def alarm(signum: int, frame: object) -> None:
-        raise Hang(f"no answer after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def png(arr: np.ndarray, mode: str | None = None) -> bytes:

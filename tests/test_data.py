@@ -29,13 +29,6 @@ def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
 
 
 @pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("GANFORGE_CACHE", str(d))
-    return d
-
-
-@pytest.fixture
 def fake_mnist(tmp_path, monkeypatch):
     """A 20-image MNIST in a --data-dir (dotted raw names for images, .gz labels); no system copy."""
     rng = np.random.default_rng(0)

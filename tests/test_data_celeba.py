@@ -75,13 +75,6 @@ def write_celeba(root: Path, values: np.ndarray, images: str = "folder", drive_l
 
 
 @pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("GANFORGE_CACHE", str(d))
-    return d
-
-
-@pytest.fixture
 def folder(tmp_path, values, cache_dir):
     return write_celeba(tmp_path / "celeba", values)
 

@@ -13,15 +13,13 @@ import io
 import json
 import pickle
 import shutil
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import synthetic_data
+from conftest import synthetic_data, time_limit
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
@@ -43,22 +41,6 @@ FAST = ["model.nf=8", "train.batch_size=16", "train.tensorboard=false", "train.t
 
 
 # --- running the CLI in-process, with a hang guard ---------------------------------------------------------
-class Hang(BaseException):
-    """Raised by the alarm; a BaseException so that no `except Exception` in ganforge can swallow it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    def alarm(signum: int, frame: object) -> None:
-        raise Hang(f"no answer after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def run_cli(argv: list[str], seconds: float = 20) -> tuple[int, str, str]:
