@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganforge.models.layers import Norm2d, Projection, maybe_sn
+from ganforge.models.layers import Norm2d, Projection, label_vector, maybe_sn
 from ganforge.models.registry import MODELS, ModelFamily, num_labels
 
 
@@ -44,7 +44,9 @@ class DCGANGenerator(nn.Module):
         self.z_dim, self.resolution, self.channels, self.num_labels = z_dim, resolution, channels, labels
         base, n = _stages(resolution)
         c = nf * 2 ** (n - 1)
-        self.convs = nn.ModuleList([nn.ConvTranspose2d(z_dim, c, base, 1, 0, bias=False)])
+        # conditional: the label enters twice, concatenated to z (a direct signal from step 0) and
+        # through conditional BatchNorm at every stage (as in BigGAN)
+        self.convs = nn.ModuleList([nn.ConvTranspose2d(z_dim + (labels or 0), c, base, 1, 0, bias=False)])
         self.norms = nn.ModuleList([Norm2d(c, labels)])
         for _ in range(n - 1):
             self.convs.append(nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False))
@@ -54,6 +56,8 @@ class DCGANGenerator(nn.Module):
         self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_labels:
+            z = torch.cat([z.flatten(1), label_vector(labels, self.num_labels)], dim=1)
         x = z.view(z.shape[0], -1, 1, 1)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = F.relu(norm(conv(x), labels), inplace=True)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganforge.models.layers import Norm2d, Projection
+from ganforge.models.layers import Norm2d, Projection, label_vector
 from ganforge.models.registry import MODELS, ModelFamily, num_labels
 
 
@@ -80,13 +80,15 @@ class SNGANGenerator(nn.Module):
         super().__init__()
         self.z_dim, self.resolution, self.channels, self.num_labels = z_dim, resolution, channels, labels
         w = _g_widths(resolution, nf)
-        self.fc = _xavier(nn.Linear(z_dim, 4 * 4 * w[0]))
+        self.fc = _xavier(nn.Linear(z_dim + (labels or 0), 4 * 4 * w[0]))  # label also concatenated to z
         self.blocks = nn.ModuleList(GBlock(w[i], w[i + 1], labels) for i in range(len(w) - 1))
         self.bn = nn.BatchNorm2d(w[-1])
         self.to_img = _xavier(nn.Conv2d(w[-1], channels, 3, 1, 1))
         self.w0 = w[0]
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_labels:
+            z = torch.cat([z, label_vector(labels, self.num_labels)], dim=1)
         x = self.fc(z).view(z.shape[0], self.w0, 4, 4)
         for block in self.blocks:
             x = block(x, labels)
