@@ -7,6 +7,7 @@ inception_score(fake["logits"])                                  # (mean, std)
 precision_recall(real["features"], fake["features"])             # (precision, recall)
 """
 
+from ganforge.metrics.domain import DomainCNN as DomainCNN  # registers mnist-cnn and fashion-mnist-cnn
 from ganforge.metrics.features import EXTRACTORS, FeatureExtractor, build_extractor, extract, prepare
 from ganforge.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
 from ganforge.metrics.inception import InceptionV3FID, inception_weights_path, load_inception_weights
