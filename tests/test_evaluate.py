@@ -105,3 +105,25 @@ def test_cli_eval_json(run_dir, folder, capsys):
     assert rc == 2 and "--fake" in capsys.readouterr().err
     rc = main(["eval", str(run_dir), "--metrics", "bogus"])
     assert rc == 2
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist_fid_is_small_and_noise_fid_is_large():
+    """With the shipped fashion-mnist-cnn: train vs test images are close, test vs noise is far."""
+    from pathlib import Path
+
+    from ganforge.metrics.evaluate import reference_features
+    from ganforge.metrics.features import build_extractor, extract
+    from ganforge.metrics.fid import fid_from_features
+
+    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed")
+    net = build_extractor("fashion-mnist-cnn")
+    train, _ = reference_features("fashion-mnist", net, resolution=28, channels=1, n=3000, progress=False)
+    test, _ = reference_features("fashion-mnist:test", net, resolution=28, channels=1, n=3000, progress=False)
+    g = torch.Generator().manual_seed(0)
+    noise = extract(net, [torch.randn(1000, 1, 28, 28, generator=g).clamp(-1, 1) for _ in range(3)], progress=False)
+    close = fid_from_features(train["features"], test["features"])
+    far = fid_from_features(test["features"], noise["features"])
+    assert close < 1.0, close
+    assert far > 50 * close and far > 20, (close, far)
