@@ -30,6 +30,16 @@ def synthetic_data(n: int = 256, res: int = 32, channels: int = 1, seed: int = 0
     return types.SimpleNamespace(images=imgs, labels=lab, classes=[str(i) for i in range(10)] if labels else None)
 
 
+def png_folder(d, n: int, res: int = 32):
+    """Write n synthetic grayscale PNGs (000.png, 001.png, ...) into folder d and return it."""
+    from PIL import Image
+
+    d.mkdir(parents=True, exist_ok=True)
+    for i, arr in enumerate(synthetic_data(n=n, res=res).images):
+        Image.fromarray(arr[..., 0]).save(d / f"{i:03d}.png")
+    return d
+
+
 FAST = ["model.nf=8", "train.batch_size=16", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10"]
 
 

@@ -12,21 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_data
+from conftest import FAST, png_folder
 from PIL import Image
 
 from ganforge.cli import main
-
-FAST = ["model.nf=8", "train.batch_size=16", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10"]
 
 
 @pytest.fixture
 def image_folder(tmp_path):
     """A folder of 64 real PNG files (blobs) plus one corrupt file that must be skipped."""
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for i, arr in enumerate(synthetic_data(n=64, res=32).images):
-        Image.fromarray(arr[..., 0]).save(d / f"{i:03d}.png")
+    d = png_folder(tmp_path / "imgs", 64)
     (d / "broken.png").write_bytes(b"not a png at all")
     return d
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, synthetic_data
+from conftest import FAST, png_folder
 from PIL import Image
 
 from ganforge.cli import main
@@ -45,11 +45,7 @@ if "test-pixels" not in EXTRACTORS:
 
 @pytest.fixture
 def folder(tmp_path):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for i, arr in enumerate(synthetic_data(n=80, res=32).images):
-        Image.fromarray(arr[..., 0]).save(d / f"{i:03d}.png")
-    return d
+    return png_folder(tmp_path / "imgs", 80)
 
 
 @pytest.fixture
