@@ -8,16 +8,28 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
 
 from ganforge.data import transforms as T
+from ganforge.errors import UserError
 from ganforge.registry import Registry
 
 LabelKind = Literal["class", "attributes", "none"]
 """What `labels` hold: int64 (N,) class indices, float32 (N, K) multi-hot attributes in {0, 1}, or nothing."""
+
+
+def read_bytes(path: Path, missing_hint: str = "") -> bytes:
+    """A data file's bytes; a missing or unreadable file is a one-line UserError naming it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist" + (f"; {missing_hint}" if missing_hint else "")) from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e})") from e
 
 
 def infer_label_kind(labels: np.ndarray | None) -> LabelKind:

@@ -28,7 +28,7 @@ import numpy as np
 from ganforge.data.archive import extract_tar
 from ganforge.data.download import DownloadError, download, file_hash
 from ganforge.data.paths import datasets_dir
-from ganforge.data.sources.base import SOURCES, DataWarning, Decoded, Sink, Source, emit_resized
+from ganforge.data.sources.base import SOURCES, DataWarning, Decoded, Sink, Source, emit_resized, read_bytes
 from ganforge.errors import UserError
 
 try:  # numpy >= 2 moved the pickling helpers to numpy._core (numpy.core still works but warns)
@@ -104,12 +104,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def load_pickle(path: str | Path) -> Any:
     """Unpickle a CIFAR file with RestrictedUnpickler; any failure is a one-line UserError naming it."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; {_FIX}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path} ({e.strerror or e})") from e
+    data = read_bytes(path, _FIX)
     try:
         return RestrictedUnpickler(io.BytesIO(data), str(path)).load()
     except UserError:

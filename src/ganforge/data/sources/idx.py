@@ -23,7 +23,7 @@ import numpy as np
 
 from ganforge.data.download import DownloadError, download
 from ganforge.data.paths import datasets_dir
-from ganforge.data.sources.base import SOURCES, DataWarning, Decoded, Sink, Source, emit_resized
+from ganforge.data.sources.base import SOURCES, DataWarning, Decoded, Sink, Source, emit_resized, read_bytes
 from ganforge.errors import UserError
 
 # IDX type codes -> dtypes (always big-endian on disk)
@@ -41,12 +41,7 @@ _FIX = "delete it and download it again"
 def read_idx_bytes(path: str | Path) -> bytes:
     """The uncompressed bytes of an IDX file, gzipped or not (detected by content, not by name)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path} ({e.strerror or e})") from e
+    data = read_bytes(path)
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
