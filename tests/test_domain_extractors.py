@@ -201,6 +201,8 @@ def test_damaged_or_foreign_weights_give_one_line_errors(good_file, tmp_path):
     assert "damaged" in _one_line_error("mnist-cnn", flipped)
 
     assert "do not exist" in _one_line_error("mnist-cnn", tmp_path / "missing.safetensors")
+    with pytest.raises(UserError, match="is a folder"):
+        build_extractor("mnist-cnn", weights=tmp_path)
     assert "not 'fashion-mnist-cnn'" in _one_line_error("fashion-mnist-cnn", good_file)
 
     pickled = tmp_path / "pickled.safetensors"

@@ -54,10 +54,11 @@ class Recipe:
     hflip: bool = False  # random horizontal flips (clothes are left-right symmetric, digits are not)
 
 
-# Digits: 8,000 images are few, so geometric augmentation does what more data would. Clothes: 60,000 images
-# allow ten epochs in the time, and plain flips reached 93% there (with 2-pixel shifts, eight epochs gave 92.2%).
+# Digits: 8,000 images are few, so geometric augmentation does what more data would (40 epochs: 98.75% on the
+# 2,000 held out; 60 epochs gave 99.05% in 1.5x the time). Clothes: 60,000 images allow ten epochs in the time,
+# and plain flips reached 92.9% there (with 2-pixel shifts, eight epochs of a wider net gave 92.2%).
 RECIPES: dict[str, Recipe] = {
-    "mnist-cnn": Recipe(images=480_000, shift=2, rotate=10.0, scale=0.1),
+    "mnist-cnn": Recipe(images=320_000, shift=2, rotate=10.0, scale=0.1),
     "fashion-mnist-cnn": Recipe(images=600_000, hflip=True),
 }
 
