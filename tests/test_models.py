@@ -70,3 +70,41 @@ def test_nsgan_loss_matches_bce():
     assert torch.allclose(loss.d_loss(r, f), ref_d, atol=1e-6)
     assert torch.allclose(loss.g_loss(f), bce(f, torch.ones(16)), atol=1e-6)
     assert "nsgan" in LOSSES.names()
+
+
+def test_inference_copy_folds_batchnorm_and_keeps_outputs():
+    """Sampling/embedding for FID runs on a copy with BN folded into the convs: same numbers, model untouched."""
+    from ganforge.config import load_config
+    from ganforge.metrics.features import build_extractor
+    from ganforge.models import build_discriminator, build_generator
+    from ganforge.models.inference import inference_copy
+
+    torch.manual_seed(0)
+    G = build_generator(load_config("fashion_mnist_dcgan", ["model.nf=8"]))
+    for bn in G.modules():  # non-trivial running statistics, as after training
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    G.eval()
+    z = torch.randn(8, 100)
+    fast = inference_copy(G)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules())  # the original is unchanged
+    with torch.no_grad():
+        assert torch.allclose(fast(z), G(z), atol=1e-5)
+    net = build_extractor("fashion-mnist-cnn")
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    fast_net = inference_copy(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast_net.modules())
+    with torch.no_grad():
+        a, b = fast_net(x), net.eval()(x)
+    assert torch.allclose(a["features"], b["features"], atol=1e-4)
+    # conditional BN and spectral norm are left alone
+    Gc = build_generator(load_config("mnist_cgan", ["model.nf=8", "model.num_labels=10"])).eval()
+    with torch.no_grad():
+        y = torch.arange(8) % 10
+        assert torch.allclose(inference_copy(Gc)(z, y), Gc(z, y), atol=1e-5)
+    D = build_discriminator(load_config(None, ["model.nf=8", "model.d_spectral_norm=true", "model.d_norm=none"])).eval()
+    img = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(inference_copy(D)(img), D(img), atol=1e-5)

@@ -58,7 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
     p.add_argument("--class", dest="cls", help="conditional runs: a class name or index (default: every class)")
     p.add_argument("--attr", help="attribute-conditional runs: e.g. Smiling=1,Male=0 (others 0)")
+    p.add_argument(
+        "--truncation",
+        type=float,
+        default=1.0,
+        metavar="PSI",
+        help="style-based models: truncation psi (1 = plain sampling, 0.7 = typical images)",
+    )
     p.add_argument("--overwrite", action="store_true", help="allow replacing existing files")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_common(p)
+
+    p = sub.add_parser("style-mix", help="style-mixing figure of a style-based run (stylegan2)")
+    p.add_argument("run_dir", help="a run directory of a style-based model")
+    p.add_argument("--rows", default="1,2,3,4", help="seeds of the rows (their styles are kept), e.g. 1,2,3")
+    p.add_argument("--cols", default="5,6,7,8", help="seeds of the columns (their styles are copied in)")
+    p.add_argument("--layers", default="coarse", help="coarse, middle, fine or a range A-B of style layers")
+    p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="truncation psi of all latents")
+    p.add_argument("--grid", help="PNG to write (default RUN_DIR/style-mix-<layers>.png)")
+    p.add_argument("--class", dest="cls", help="conditional runs: the class of every image")
+    p.add_argument("--attr", help="attribute-conditional runs: e.g. Smiling=1")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_common(p)
 
@@ -183,11 +204,43 @@ def cmd_sample(a: argparse.Namespace) -> int:
     if a.n < 1:
         raise UserError(f"--n must be at least 1, got {a.n}")
     out = sample_to_files(a.run_dir, n=a.n, seed=a.seed, grid=a.grid, out_dir=a.out, ema=not a.no_ema,
-                          device=a.device, nrow=a.nrow, overwrite=a.overwrite, cls=a.cls, attrs=a.attr)  # fmt: skip
+                          device=a.device, nrow=a.nrow, overwrite=a.overwrite, cls=a.cls, attrs=a.attr,
+                          truncation_psi=_psi(a.truncation))  # fmt: skip
     if "grid" in out:
         print(f"grid: {out['grid']}")
     if "files" in out:
         print(f"{len(out['files'])} images in {a.out}")
+    return 0
+
+
+def _psi(value: float) -> float:
+    if not -1.0 <= value <= 2.0 or value != value:
+        raise UserError(f"--truncation must be a number in [-1, 2] (1 = no truncation); got {value}")
+    return value
+
+
+def _seeds(text: str, flag: str) -> list[int]:
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts or not all(t.isdigit() for t in parts) or len(parts) > 32:
+        raise UserError(f"{flag} takes 1 to 32 comma-separated non-negative integer seeds, e.g. 1,2,3; got {text!r}")
+    return [int(t) for t in parts]
+
+
+def cmd_style_mix(a: argparse.Namespace) -> int:
+    from ganforge.generate import load_generator, make_labels, require_styles, style_mix
+    from ganforge.images import check_new_file, save_grid
+
+    rows, cols = _seeds(a.rows, "--rows"), _seeds(a.cols, "--cols")
+    psi = _psi(a.truncation)
+    safe_layers = "".join(c if c.isalnum() else "-" for c in a.layers)
+    grid = Path(a.grid) if a.grid else Path(a.run_dir) / f"style-mix-{safe_layers}.png"
+    check_new_file(grid, a.overwrite, own_dir=Path(a.run_dir))
+    G, cfg = load_generator(a.run_dir, ema=not a.no_ema, device=a.device)
+    require_styles(G, "style mixing")
+    cls = a.cls if a.cls is not None or a.attr is not None or not cfg["model"].get("conditional") else 0
+    labels = make_labels(cfg, max(len(rows), len(cols)), cls, a.attr)
+    img = style_mix(G, rows, cols, a.layers, psi, labels)
+    print(f"grid: {save_grid(img, grid, nrow=len(cols) + 1)}")
     return 0
 
 
@@ -339,7 +392,7 @@ def cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data, "demo": cmd_demo, "eval": cmd_eval,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "style-mix": cmd_style_mix, "data": cmd_data, "demo": cmd_demo, "eval": cmd_eval,
             "compare-grid": cmd_compare_grid, "nearest": cmd_nearest, "metrics": cmd_metrics,
             "presets": cmd_presets, "models": cmd_models}  # fmt: skip
 

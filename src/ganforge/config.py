@@ -44,6 +44,14 @@ SCHEMA: dict[str, Any] = {
         "channels": Key(1, int, "1 = grayscale, 3 = RGB", choices=(1, 3)),
         "hflip": Key(False, bool, "random horizontal flip of real images"),
         "strict": Key(False, bool, "fail on the first unreadable image instead of skipping it"),
+        "limit": Key(
+            None,
+            int,
+            "train on a fixed random subset of this many images (limited-data experiments; "
+            "the subset depends only on the dataset, not on the run's seed)",
+            min=1,
+            nullable=True,
+        ),
         "attributes": Key(
             None, str, "comma list of attributes to condition on (CelebA), e.g. Male,Smiling", nullable=True
         ),
@@ -68,6 +76,23 @@ SCHEMA: dict[str, Any] = {
         "num_labels": Key(None, int, "label vector size (filled in from the data)", min=1, nullable=True),
         "label_kind": Key(None, str, "filled in from the data", choices=("class", "attributes"), nullable=True),
         "label_names": Key(None, list, "class or attribute names (filled in from the data)", nullable=True),
+        "nf_max": Key(
+            512, int, "channel cap of progan/stylegan2 layers (channels double per halving up to it)", min=1, max=4096
+        ),
+        "w_dim": Key(
+            None, int, "stylegan2: size of the intermediate latent w (null = z_dim)", min=1, max=4096, nullable=True
+        ),
+        "mapping_layers": Key(8, int, "stylegan2: fully connected layers of the mapping network", min=1, max=32),
+        "mapping_lr_mult": Key(
+            0.01, float, "stylegan2: learning-rate multiplier of the mapping network", min=1e-6, max=1.0
+        ),
+        "style_mixing": Key(
+            0.9, float, "stylegan2: probability of style mixing regularization per batch", min=0.0, max=1.0
+        ),
+        "w_avg_beta": Key(
+            0.995, float, "stylegan2: decay of the tracked average w (truncation centre)", min=0.0, max=1.0
+        ),
+        "mbstd_group": Key(4, int, "progan/stylegan2 D: minibatch-stddev group size", min=1, max=1024),
     },
     "loss": {
         "name": Key("nsgan", str, "adversarial loss (see `ganforge models`)"),
@@ -80,11 +105,41 @@ SCHEMA: dict[str, Any] = {
         ),
         "r1_gamma": Key(0.0, float, "R1 penalty weight gamma on real images (0 = off)", min=0.0),
         "r1_every": Key(16, int, "apply R1 lazily every k D steps (weight scaled by k)", min=1),
+        "drift": Key(
+            0.0, float, "drift penalty eps * D(real)^2 that keeps WGAN critic values near 0 (ProGAN: 0.001)", min=0.0
+        ),
+        "pl_weight": Key(0.0, float, "stylegan2 path-length regularization weight (0 = off; StyleGAN2: 2)", min=0.0),
+        "pl_every": Key(4, int, "apply path-length regularization lazily every k G steps", min=1),
+        "pl_decay": Key(0.01, float, "decay of the running path-length target", min=0.0, max=1.0),
     },
     "augment": {
-        "name": Key("none", str, "augmentation of every image D sees", choices=("none", "diffaugment")),
+        "name": Key(
+            "none",
+            str,
+            "augmentation of every image D sees (ada = adaptive discriminator augmentation)",
+            choices=("none", "diffaugment", "ada"),
+        ),
         "policy": Key(
             "color,translation,cutout", str, "DiffAugment policy: a comma list of color, translation, cutout"
+        ),
+        "ada_target": Key(
+            0.6, float, "ADA: target of the overfitting heuristic r_t = E[sign(D(real))]", min=0.0, max=1.0
+        ),
+        "ada_speed": Key(500_000, int, "ADA: images over which p can move from 0 to 1 (ADA's ada_kimg * 1000)", min=1),
+        "ada_interval": Key(4, int, "ADA: D steps between adjustments of p", min=1),
+        "ada_p": Key(0.0, float, "ADA: initial augmentation probability", min=0.0, max=1.0),
+        "ada_pipeline": Key(
+            "bgc", str, "ADA transform groups: b(lit), g(eometric), c(olor)", choices=("b", "bg", "bgc", "c", "gc")
+        ),
+    },
+    "grow": {
+        "fade_images": Key(800_000, int, "progan: real images shown while a new resolution fades in", min=1),
+        "stable_images": Key(800_000, int, "progan: real images shown at each resolution after its fade-in", min=1),
+        "batch_sizes": Key(
+            None,
+            list,
+            "progan: batch size per resolution from 4x4 up, e.g. [64, 64, 32, 32] (null = train.batch_size everywhere)",
+            nullable=True,
         ),
     },
     "train": {
@@ -230,7 +285,12 @@ def parse_override(text: str) -> tuple[str, Any]:
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         key, value = parse_override(text)
-        _lookup(key)
+        k = _lookup(key)
+        if k.type is list and isinstance(value, str):  # list keys take a YAML flow list: key=[64,64,32]
+            try:
+                value = yaml.safe_load(value)
+            except Exception:  # noqa: BLE001 - left as text; validation names the key
+                pass
         nested: dict[str, Any] = {}
         node = nested
         parts = key.split(".")

@@ -34,3 +34,21 @@ def r1_penalty(D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None) ->
     x = real.detach().requires_grad_(True)
     grad = _input_grad(D, x, labels)
     return grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
+def path_length_penalty(
+    G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, pl_mean: torch.Tensor, decay: float,
+    generator: torch.Generator, shrink: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """StyleGAN2's path-length regularizer: E[(||J_w^T y||_2 - a)^2] with y ~ N(0, I) / sqrt(H*W) and a
+    the running mean of the lengths, so a fixed-size step in w moves the image by a fixed amount
+    whatever the direction. Runs on batch/`shrink` samples (as the paper). Returns (penalty, new a)."""
+    n = max(1, z.shape[0] // shrink)
+    ws = G.mapping(z[:n], None if labels is None else labels[:n])
+    img = G.synthesis(ws)
+    y = torch.randn(img.shape, generator=generator, device=generator.device).to(img.device, img.dtype)
+    y = y / (img.shape[2] * img.shape[3]) ** 0.5
+    (grad,) = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
+    lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
+    new_mean = pl_mean.lerp(lengths.mean().detach(), decay)
+    return (lengths - new_mean).square().mean(), new_mean

@@ -63,13 +63,17 @@ class BatchStream:
             self._perm = torch.randperm(self.n, generator=seeded_generator(self.seed, self.epoch))
         return self._perm
 
-    def next(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The batch for `step`: (float NCHW in [-1, 1] on device, labels or None)."""
-        global_bs = self.batch_size * self.world_size
+    def next(self, step: int, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch for `step`: (float NCHW in [-1, 1] on device, labels or None). `batch_size` overrides
+        the stream's for this batch (progressive growing changes it per resolution)."""
+        bs = self.batch_size if batch_size is None else batch_size
+        if bs > self.n // self.world_size:
+            raise UserError(f"batch size {bs} is larger than the dataset ({self.n} images); lower it")
+        global_bs = bs * self.world_size
         if self.pos + global_bs > self.n:  # drop the ragged tail, like drop_last=True
             self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
-        start = self.pos + self.rank * self.batch_size
-        idx = self._permutation()[start : start + self.batch_size]
+        start = self.pos + self.rank * bs
+        idx = self._permutation()[start : start + bs]
         self.pos += global_bs
         if isinstance(self.images, torch.Tensor):
             batch = self.images[idx]

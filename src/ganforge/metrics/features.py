@@ -112,7 +112,9 @@ def extract(
 
     `total` is the number of images (for the progress bar's ETA), not of batches.
     """
-    extractor = extractor.to(device).eval()
+    from ganforge.models.inference import inference_copy
+
+    extractor = inference_copy(extractor.to(device))  # BN folded, channels-last: same outputs, faster
     outputs: dict[str, list[np.ndarray]] = {}
     with tqdm(
         total=total,

@@ -55,6 +55,15 @@ class DCGANGenerator(nn.Module):
         self.to_img = nn.ConvTranspose2d(c, channels, 4, 2, 1, bias=False)
         self.apply(dcgan_init)
 
+    def fold_batchnorm_(self) -> None:
+        """Eval only: fold each stage's plain BatchNorm into its transposed conv (see models/inference.py)."""
+        from ganforge.models.inference import fold, foldable
+
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            if foldable(conv, norm.norm):
+                self.convs[i] = fold(conv, norm.norm)
+                norm.norm = nn.Identity()
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_labels:
             z = torch.cat([z.flatten(1), label_vector(labels, self.num_labels)], dim=1)
@@ -109,6 +118,4 @@ def _d(cfg: dict[str, Any]) -> nn.Module:
                               num_labels(cfg))  # fmt: skip
 
 
-MODELS.register("dcgan")(
-    ModelFamily(_g, _d, resolutions=(28, 32, 64, 128), description="DCGAN (Radford et al. 2016)")
-)
+MODELS.register("dcgan")(ModelFamily(_g, _d, resolutions=(28, 32, 64, 128), description="DCGAN (Radford et al. 2016)"))

@@ -23,6 +23,7 @@ class ModelFamily:
     discriminator: Callable[[dict[str, Any]], nn.Module]
     resolutions: tuple[int, ...]
     description: str = ""
+    styles: bool = False  # has a mapping network: truncation and style mixing apply
 
 
 MODELS: Registry[ModelFamily] = Registry("model")

@@ -126,5 +126,7 @@ def _d(cfg: dict[str, Any]) -> nn.Module:
 
 
 MODELS.register("sngan")(
-    ModelFamily(_g, _d, resolutions=(32, 64), description="SNGAN ResNet G / spectral-norm ResNet D (Miyato et al. 2018)")
+    ModelFamily(
+        _g, _d, resolutions=(32, 64), description="SNGAN ResNet G / spectral-norm ResNet D (Miyato et al. 2018)"
+    )
 )

@@ -19,16 +19,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge.augment import DiffAugment
+from ganforge.augment import ADA, DiffAugment
 from ganforge.data.pipeline import BatchStream, seeded_generator
 from ganforge.errors import TrainingDiverged, UserError
 from ganforge.images import make_grid, save_png
 from ganforge.losses import build_loss
 from ganforge.models import build_discriminator, build_generator
-from ganforge.regularizers import gradient_penalty, r1_penalty
+from ganforge.regularizers import gradient_penalty, path_length_penalty, r1_penalty
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.ema import EMA
 from ganforge.training.run import RunDir
+from ganforge.training.schedule import GrowSchedule
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,7 +76,22 @@ def load_data(cfg: dict[str, Any]) -> Any:
         kw["attributes"] = [a.strip() for a in d["attributes"].split(",") if a.strip()]
     if d["crop"]:
         kw["crop"] = d["crop"]
-    return load_dataset(d["source"], d["resolution"], d["channels"], d["data_dir"], **kw)
+    data = load_dataset(d["source"], d["resolution"], d["channels"], d["data_dir"], **kw)
+    return subset(data, d.get("limit"))
+
+
+def subset(data: Any, limit: int | None) -> Any:
+    """A fixed random subset of `limit` images (the same for every run and seed, so limited-data runs of
+    different models see the same images); the data itself when it has no more than `limit`."""
+    if not limit or limit >= len(data.images):
+        return data
+    import copy
+
+    idx = np.sort(np.random.default_rng(0).permutation(len(data.images))[:limit])
+    out = copy.copy(data)
+    out.images = np.asarray(data.images[idx])
+    out.labels = None if data.labels is None else np.asarray(data.labels)[idx]
+    return out
 
 
 def resolve_labels(cfg: dict[str, Any], data: Any) -> dict[str, Any]:
@@ -135,9 +151,22 @@ class Trainer:
         self.loss = build_loss(lc["name"])
         self.gp_weight = self.loss.default_gp if lc["gp_weight"] is None else lc["gp_weight"]
         self.r1_gamma, self.r1_every = lc["r1_gamma"], lc["r1_every"]
+        self.drift = lc["drift"]
+        self.pl_weight, self.pl_every, self.pl_decay = lc["pl_weight"], lc["pl_every"], lc["pl_decay"]
+        if self.pl_weight and not hasattr(self.G, "mapping"):
+            raise UserError(f"loss.pl_weight needs a style-based generator (stylegan2), not {cfg['model']['name']!r}; "
+                            "set loss.pl_weight=0")  # fmt: skip
+        self.pl_mean = torch.zeros((), device=self.device)
         self.d_steps = t["d_steps"]
         a = cfg["augment"]
-        self.augment = DiffAugment(a["policy"]) if a["name"] == "diffaugment" else None
+        self.augment: Any = None
+        if a["name"] == "diffaugment":
+            self.augment = DiffAugment(a["policy"])
+        elif a["name"] == "ada":
+            self.augment = ADA(a["ada_p"], a["ada_pipeline"], a["ada_target"], a["ada_speed"], a["ada_interval"])
+        # progressive growing: the stage (resolution, fade-in alpha, batch size) follows the images shown
+        self.grow = GrowSchedule.from_config(cfg) if hasattr(self.G, "set_stage") else None
+        self.images_seen = 0
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t["lr_g"], betas=(t["beta1"], t["beta2"]))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t["lr_d"], betas=(t["beta1"], t["beta2"]))
         self.ema = EMA(self.G, t["ema_decay"], t["ema_start"]) if t["ema"] else None
@@ -153,17 +182,30 @@ class Trainer:
         self.d_iter = 0  # D updates (= batches drawn); differs from step when d_steps > 1
         self._stop: str | None = None
         self._last: dict[str, float] = {}
+        self._set_stage()
 
     # ---------------------------------------------------------------------------------------------
     def _aug(self, x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         return x if self.augment is None else self.augment(x, rng)
+
+    def _set_stage(self) -> int | None:
+        """Progressive growing: put G, D (and G_ema) at the stage of `images_seen`; its batch size."""
+        if self.grow is None:
+            return None
+        st = self.grow.stage(self.images_seen)
+        for m in (self.G, self.D) + ((self.ema.model,) if self.ema is not None else ()):
+            m.set_stage(st.level, st.alpha)
+        self._stage = st
+        return st.batch_size
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """`d_steps` D updates, then one G update. Every random draw comes from a generator seeded by
         (seed, counter), so the step is a pure function of the checkpointed state."""
         G, D, loss, aug = self.G, self.D, self.loss, self._aug
         for _ in range(self.d_steps):
-            real, labels = self.stream.next(self.d_iter)
+            real, labels = self.stream.next(self.d_iter, self._set_stage())
+            if self.grow is not None:  # progressive growing: reals as blurry as G can be mid-fade
+                real = D.fade_reals(real)
             labels = labels if self.conditional else None
             rng = seeded_generator(self.seed + 2, self.d_iter, self.device)
             z = torch.randn(real.shape[0], self.z_dim, device=self.device, generator=rng)
@@ -171,8 +213,11 @@ class Trainer:
             # (1) D: tell real from fake (plus the regularizers of the family)
             fake = G(z, labels)
             real_a, fake_a = aug(real, rng), aug(fake.detach(), rng)
-            loss_d = loss.d_loss(D(real_a, labels), D(fake_a, labels))
+            d_real = D(real_a, labels)
+            loss_d = loss.d_loss(d_real, D(fake_a, labels))
             total = loss_d
+            if self.drift:  # ProGAN: keeps the critic's output from drifting away from 0
+                total = total + self.drift * d_real.square().mean()
             if self.gp_weight:
                 gp = gradient_penalty(D, real_a, fake_a, labels, rng)
                 total = total + self.gp_weight * gp
@@ -182,13 +227,21 @@ class Trainer:
             self.opt_D.zero_grad(set_to_none=True)
             total.backward()
             self.opt_D.step()
+            if isinstance(self.augment, ADA):  # ADA: p follows the overfitting heuristic E[sign(D(real))]
+                self.augment.accumulate(d_real.detach())
+                self.augment.adjust(real.shape[0])
             self.d_iter += 1
+            self.images_seen += real.shape[0]
 
         # (2) G: fool D. D's weights are frozen here, so backward skips their (unused) gradients.
         D.requires_grad_(False)
         loss_g = loss.g_loss(D(aug(fake, rng), labels))
+        total_g = loss_g
+        if self.pl_weight and self.step % self.pl_every == 0:  # lazy path-length regularization
+            pl, self.pl_mean = path_length_penalty(G, z, labels, self.pl_mean, self.pl_decay, rng)
+            total_g = total_g + self.pl_weight * self.pl_every * pl
         self.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
+        total_g.backward()
         self.opt_G.step()
         D.requires_grad_(True)
 
@@ -243,7 +296,9 @@ class Trainer:
         tensors.update(tg)
         tensors.update(td)
         meta = {
-            "images_seen": self.step * self.cfg["train"]["batch_size"],
+            "images_seen": self.images_seen,
+            "ada": self.augment.state_dict() if isinstance(self.augment, ADA) else None,
+            "pl_mean": float(self.pl_mean),
             "config": self.cfg,
             "rng": rng_state(),
             "data": self.stream.state_dict(),
@@ -291,6 +346,14 @@ class Trainer:
         ckpt.load_optimizer("opt_D", self.opt_D, c.tensors, c.meta["optim"]["opt_D"])
         self.step = c.step
         self.d_iter = int(c.meta.get("d_iter", c.step * self.d_steps))
+        self.images_seen = int(c.meta.get("images_seen", self.d_iter * self.cfg["train"]["batch_size"]))
+        self.pl_mean.fill_(float(c.meta.get("pl_mean", 0.0)))
+        if isinstance(self.augment, ADA):
+            if c.meta.get("ada") is None:
+                raise UserError(f"{c.path.name} was saved without ADA state (augment.name differs); resume with the "
+                                "augment settings the run was started with")  # fmt: skip
+            self.augment.load_state_dict(c.meta["ada"])
+        self._set_stage()
         self.stream.load_state_dict(c.meta["data"])
         set_rng_state(c.meta["rng"])
         self._last = c.meta.get("losses", {})
@@ -337,8 +400,9 @@ class Trainer:
                     ips = (self.step - tic_step) * bs / max(now - tic, 1e-9)
                     tic, tic_step = now, self.step
                     self._log(ips)
+                    extra = {k: f"{v:.3g}" for k, v in self.progress().items() if k in ("ada_p", "resolution", "alpha")}
                     pbar.set_postfix(D=f"{self._last['loss_d']:.3f}", G=f"{self._last['loss_g']:.3f}",
-                                     img_s=f"{ips:.0f}", refresh=False)  # fmt: skip
+                                     img_s=f"{ips:.0f}", **extra, refresh=False)  # fmt: skip
                 pbar.update(1)
                 if t["sample_every"] and self.step % t["sample_every"] == 0:
                     self.save_samples()
@@ -366,8 +430,20 @@ class Trainer:
                 self.run.tb.flush()
         return {"step": self.step, "stopped_by": self._stop, **self._last}
 
+    def progress(self) -> dict[str, float]:
+        """The state behind the losses: ADA's p, the growing stage, the path-length target."""
+        out: dict[str, float] = {}
+        if isinstance(self.augment, ADA):
+            out["ada_p"] = float(self.augment.p)
+        if self.grow is not None:
+            out["resolution"] = float(self._stage.resolution)
+            out["alpha"] = float(self._stage.alpha)
+        if self.pl_weight:
+            out["pl_mean"] = float(self.pl_mean)
+        return out
+
     def _log(self, ips: float) -> None:
-        rec = {"step": self.step, "images_seen": self.step * self.cfg["train"]["batch_size"], **self._last,
+        rec = {"step": self.step, "images_seen": self.images_seen, **self._last, **self.progress(),
                "img_per_s": round(ips, 2), "time": round(time.time(), 3)}  # fmt: skip
         if self.run is None:
             return
