@@ -25,6 +25,7 @@ from ganforge.errors import TrainingDiverged, UserError
 from ganforge.images import make_grid, save_png
 from ganforge.losses import build_loss
 from ganforge.models import build_discriminator, build_generator
+from ganforge.models.equalized import EqualizedConv2d
 from ganforge.regularizers import gradient_penalty, path_length_penalty, r1_penalty
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.ema import EMA
@@ -143,7 +144,8 @@ class Trainer:
         self.conditional = bool(cfg["model"]["conditional"])
         self.G = build_generator(cfg).to(self.device)
         self.D = build_discriminator(cfg).to(self.device)
-        self.channels_last = t["channels_last"] and any(isinstance(m, torch.nn.Conv2d) for m in self.D.modules())
+        convs = (torch.nn.Conv2d, EqualizedConv2d)
+        self.channels_last = t["channels_last"] and any(isinstance(m, convs) for m in self.D.modules())
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
