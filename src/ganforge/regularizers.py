@@ -44,7 +44,7 @@ def path_length_penalty(
     the running mean of the lengths, so a fixed-size step in w moves the image by a fixed amount
     whatever the direction. Runs on batch/`shrink` samples (as the paper). Returns (penalty, new a)."""
     n = max(1, z.shape[0] // shrink)
-    ws = G.mapping(z[:n], None if labels is None else labels[:n])
+    ws = G.mapping(z[:n], None if labels is None else labels[:n], update_w_avg=False)  # as stylegan2-ada
     img = G.synthesis(ws)
     y = torch.randn(img.shape, generator=generator, device=generator.device).to(img.device, img.dtype)
     y = y / (img.shape[2] * img.shape[3]) ** 0.5
