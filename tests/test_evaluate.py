@@ -62,6 +62,17 @@ def test_evaluate_run_logs_and_caches_reference(run_dir):
     assert r1["ref_cached"] is False and r1["step"] == 10 and r1["n"] == 40 and r1["n_ref"] == 80
     r2 = evaluate_run(run_dir, metrics="fid", n=40, network="test-pixels", progress=False)
     assert r2["ref_cached"] is True and r2["fid"] == pytest.approx(r1["fid"], rel=1e-9)
+    # the cache holds the reference's mean and covariance next to its features, and FID from them is the same
+    from ganforge.data.paths import cache_root
+    from ganforge.metrics.fid import gaussian_stats
+
+    (npz,) = (cache_root() / "stats").glob("*test-pixels*.npz")
+    with np.load(npz) as z:
+        mu, sigma = gaussian_stats(z["features"])
+        assert np.allclose(z["mu"], mu, rtol=0, atol=1e-12) and np.allclose(z["sigma"], sigma, rtol=0, atol=1e-12)
+        stats = compute_metrics(dict(z), {"features": z["features"][:40] + 0.1}, ["fid"])["fid"]
+        plain = compute_metrics({"features": z["features"]}, {"features": z["features"][:40] + 0.1}, ["fid"])["fid"]
+    assert stats == pytest.approx(plain, rel=1e-9) and stats > 0
     lines = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and lines[0]["network"] == "test-pixels"
 

@@ -22,13 +22,13 @@ from ganforge.data import load_dataset, parse_spec
 from ganforge.data.paths import cache_root
 from ganforge.errors import UserError
 from ganforge.metrics.features import FeatureExtractor, build_extractor, extract
-from ganforge.metrics.fid import fid_from_features
+from ganforge.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kernel_inception_distance
 from ganforge.metrics.precision_recall import precision_recall
 
 ALL_METRICS = ("fid", "kid", "is", "pr")
-STATS_FORMAT = 1
+STATS_FORMAT = 2  # 2: mean and covariance stored next to the features
 # Domain networks that ganforge ships: offline, and the honest feature space for gray 28x28 data.
 DOMAIN_NETWORKS = {"fashion-mnist": "fashion-mnist-cnn", "mnist": "mnist-cnn"}
 
@@ -88,6 +88,8 @@ def reference_features(
             path.unlink(missing_ok=True)  # damaged: recompute
     idx = _subset(len(data.images), count, seed)
     feats = extract(net, dataset_batches(data.images, idx), device=device, progress=progress, total=len(idx))
+    if len(feats["features"]) >= 2:  # FID's Gaussian, computed once: a cached reference costs nothing more
+        feats["mu"], feats["sigma"] = gaussian_stats(feats["features"])
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{time.time_ns()}.tmp.npz")
@@ -103,7 +105,10 @@ def compute_metrics(
     """metric name -> value, from two feature dicts (features, logits)."""
     out: dict[str, float] = {}
     if "fid" in metrics:
-        out["fid"] = fid_from_features(real["features"], fake["features"])
+        if "mu" in real or "mu" in fake:  # a cached reference brings its Gaussian: no 60k x D covariance again
+            out["fid"] = frechet_distance(*_gaussian(real), *_gaussian(fake))
+        else:
+            out["fid"] = fid_from_features(real["features"], fake["features"])
     if "kid" in metrics:
         size = min(kid_subset_size, len(real["features"]), len(fake["features"]))
         out["kid"], out["kid_std"] = kernel_inception_distance(real["features"], fake["features"], kid_subsets, size)
@@ -116,6 +121,10 @@ def compute_metrics(
     return {key: float(v) for key, v in out.items()}
 
 
+def _gaussian(feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return (feats["mu"], feats["sigma"]) if "mu" in feats else gaussian_stats(feats["features"])
+
+
 def generated_batches(G: torch.nn.Module, n: int, seed: int, batch_size: int = 250) -> Iterator[torch.Tensor]:
     from ganforge.generate import sample
     from ganforge.models.inference import inference_copy
@@ -123,7 +132,9 @@ def generated_batches(G: torch.nn.Module, n: int, seed: int, batch_size: int = 2
     G = inference_copy(G)  # BN folded into the convs, channels-last: the same images, faster
     for i in range(0, n, batch_size):
         # seeds per block keep the images the same whatever the block size
-        yield sample(G, min(batch_size, n - i), seed=seed * 1_000_003 + i // batch_size)
+        with torch.inference_mode():  # no autograd bookkeeping; only features are taken from these
+            x = sample(G, min(batch_size, n - i), seed=seed * 1_000_003 + i // batch_size)
+        yield x
 
 
 def evaluate_run(

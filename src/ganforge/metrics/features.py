@@ -100,7 +100,7 @@ def _images_of(batch: object) -> Tensor:
     return batch
 
 
-@torch.no_grad()
+@torch.inference_mode()  # features only: no autograd bookkeeping
 def extract(
     extractor: FeatureExtractor,
     batches: Iterable[Tensor],
