@@ -180,8 +180,8 @@ def test_each_family_trains_200_steps_on_fashion_mnist(tmp_path, family):
     if not FMNIST.exists():
         pytest.skip("Fashion-MNIST not installed")
     preset, extra = SMOKE[family]
-    over = ["data.source=fashion-mnist:test", "train.steps=200", "train.log_every=50", "train.sample_every=100",
-            "train.checkpoint_every=100", *extra]  # fmt: skip
+    over = [*extra, "data.source=fashion-mnist:test", "train.steps=200", "train.log_every=50",
+            "train.sample_every=100", "train.checkpoint_every=100"]  # fmt: skip
     run, summary = train(preset, over, run_dir=tmp_path / family, quiet=True)
     assert summary["step"] == 200
     recs = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
