@@ -295,6 +295,7 @@ class ADA:
         self._sign_sum: torch.Tensor | float = 0.0  # sum of sign(D(real)) since the last adjustment
         self._count = 0  # logits accumulated since the last adjustment (numel is known on the host: no sync)
         self._calls = 0  # adjust() calls so far
+        self.r_t: float | None = None  # the last measured E[sign(D(real))]
 
     # --- augmentation --------------------------------------------------------------------------------------
 
@@ -346,13 +347,21 @@ class ADA:
             return None
         r_t = float(self._sign_sum) / self._count
         step = ((r_t > self.target) - (r_t < self.target)) * batch_size * self.interval / self.speed_images
-        self.p = min(1.0, max(0.0, self.p + step))
+        p = min(1.0, max(0.0, self.p + step))
+        self.p = 0.0 if p < 1e-12 else p  # no 1e-18 residue from +step -step in floating point
         self._sign_sum, self._count = 0.0, 0
+        self.r_t = r_t
         return r_t
 
     def state_dict(self) -> dict[str, float | int]:
         """JSON-serialisable: p, the pending accumulators and the adjust() call counter."""
-        return {"p": self.p, "sign_sum": float(self._sign_sum), "count": self._count, "calls": self._calls}
+        return {
+            "p": self.p,
+            "sign_sum": float(self._sign_sum),
+            "count": self._count,
+            "calls": self._calls,
+            "r_t": self.r_t,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         missing = {"p", "sign_sum", "count", "calls"} - set(state)
@@ -362,3 +371,4 @@ class ADA:
         self._sign_sum = float(state["sign_sum"])
         self._count = int(state["count"])
         self._calls = int(state["calls"])
+        self.r_t = None if state.get("r_t") is None else float(state["r_t"])

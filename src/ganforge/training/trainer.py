@@ -437,6 +437,8 @@ class Trainer:
         out: dict[str, float] = {}
         if isinstance(self.augment, ADA):
             out["ada_p"] = float(self.augment.p)
+            if getattr(self.augment, "r_t", None) is not None:
+                out["ada_rt"] = float(self.augment.r_t)  # the overfitting heuristic p follows
         if self.grow is not None:
             out["resolution"] = float(self._stage.resolution)
             out["alpha"] = float(self._stage.alpha)
