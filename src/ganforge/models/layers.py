@@ -79,5 +79,13 @@ class Projection(nn.Module):
         return (self.embed(labels) * h).sum(dim=1)
 
 
+def head_logits(
+    head: nn.Module, projection: Projection | None, h: torch.Tensor, labels: torch.Tensor | None
+) -> torch.Tensor:
+    """D's output (N,): the unconditional head on features h, plus the projection term when conditional."""
+    out = head(h).view(-1)
+    return out if projection is None else out + projection(h, labels)
+
+
 def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
     return spectral_norm(module) if enabled else module

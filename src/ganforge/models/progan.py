@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge.models.equalized import EqualizedConv2d, EqualizedLinear, MinibatchStd, pixel_norm
-from ganforge.models.layers import Projection, label_vector
+from ganforge.models.layers import Projection, head_logits, label_vector
 from ganforge.models.registry import MODELS, ModelFamily, num_labels
 
 SLOPE = 0.2
@@ -252,10 +252,7 @@ class ProGANDiscriminator(_Staged):
             h = torch.lerp(_lrelu(self.from_rgb[level - 1](downsample(x, 2))), h, alpha)
         for k in range(level - 1, -1, -1):
             h = self.blocks[k](h)
-        out = self.head(h).view(-1)
-        if self.projection is not None:
-            out = out + self.projection(h, labels)
-        return out
+        return head_logits(self.head, self.projection, h, labels)
 
 
 def _g(cfg: dict[str, Any]) -> nn.Module:

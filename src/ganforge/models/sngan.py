@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganforge.models.layers import Norm2d, Projection, label_vector
+from ganforge.models.layers import Norm2d, Projection, head_logits, label_vector
 from ganforge.models.registry import MODELS, ModelFamily, num_labels
 
 
@@ -109,10 +109,7 @@ class SNGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # global sum pooling
-        out = self.head(h).view(-1)
-        if self.projection is not None:
-            out = out + self.projection(h, labels)
-        return out
+        return head_logits(self.head, self.projection, h, labels)
 
 
 def _g(cfg: dict[str, Any]) -> nn.Module:
