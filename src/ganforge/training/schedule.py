@@ -8,6 +8,7 @@ the run ends. A pure function of one counter is what makes a resume in the middl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,6 @@ class GrowSchedule:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> GrowSchedule:
-        import math
-
         res = cfg["data"]["resolution"]
         levels = int(math.log2(res)) - 1
         g = cfg["grow"]

@@ -25,7 +25,6 @@ from ganforge.errors import TrainingDiverged, UserError
 from ganforge.images import make_grid, save_png
 from ganforge.losses import build_loss
 from ganforge.models import build_discriminator, build_generator
-from ganforge.models.equalized import EqualizedConv2d
 from ganforge.regularizers import gradient_penalty, path_length_penalty, r1_penalty
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.ema import EMA
@@ -144,8 +143,8 @@ class Trainer:
         self.conditional = bool(cfg["model"]["conditional"])
         self.G = build_generator(cfg).to(self.device)
         self.D = build_discriminator(cfg).to(self.device)
-        convs = (torch.nn.Conv2d, EqualizedConv2d)
-        self.channels_last = t["channels_last"] and any(isinstance(m, convs) for m in self.D.modules())
+        # conv models of any kind (nn.Conv2d, equalized, spectral-norm parametrized) have 4-D weights
+        self.channels_last = t["channels_last"] and any(p.dim() == 4 for p in self.D.parameters())
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
@@ -437,7 +436,7 @@ class Trainer:
         out: dict[str, float] = {}
         if isinstance(self.augment, ADA):
             out["ada_p"] = float(self.augment.p)
-            if getattr(self.augment, "r_t", None) is not None:
+            if self.augment.r_t is not None:
                 out["ada_rt"] = float(self.augment.r_t)  # the overfitting heuristic p follows
         if self.grow is not None:
             out["resolution"] = float(self._stage.resolution)
