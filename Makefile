@@ -8,13 +8,13 @@ TORCH  ?= torch==2.13.0
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_RUN ?= runs/demo
 
-.PHONY: install data demo test lint bench clean
+.PHONY: install data browser demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,tf,onnx,web]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,10 +26,17 @@ data:
 	  || echo "note: apt-get could not install dataset-fashion-mnist; ganforge will download Fashion-MNIST instead"; \
 	fi
 
+# Debian's chromium for the browser tests (playwright drives it; no browser download).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	  || echo "note: apt-get could not install chromium; the browser tests will fail"; \
+	fi
+
 demo: install data
 	$(VENV)/bin/ganforge demo --run-dir $(DEMO_RUN)
 
-test: install data
+test: install data browser
 	$(PY) -m pytest -q tests
 
 lint: install

@@ -2,7 +2,7 @@
 
 Each trial trains a tiny DCGAN (nf=8, batch 16, 32x32 gray) on a folder of generated PNGs, SIGKILLs the
 process at seeded random moments -- during start-up, between steps, and inside a checkpoint write
-(widened with GANFORGE_DEBUG_SLOW_CHECKPOINT: while the tensor file is still a `.tmp`, and after its
+(widened by a sleep in checkpoint.FAULT_HOOK: while the tensor file is still a `.tmp`, and after its
 rename but before the JSON sidecar exists) -- resumes it with `ganforge train --resume RUN_DIR`, and
 in the end compares the final checkpoint's tensors and the logged losses with one uninterrupted run
 of the same config. The checks are independent of ganforge's own code: checkpoints are verified by
@@ -46,7 +46,7 @@ class Setup:
     workdir: Path
     steps: int = 20
     interval: int = 5  # train.checkpoint_every: the most steps a kill may cost
-    slow_s: float = 0.3  # GANFORGE_DEBUG_SLOW_CHECKPOINT for processes killed inside a checkpoint
+    slow_s: float = 0.3  # seconds FAULT_HOOK sleeps for processes killed inside a checkpoint
     process_timeout_s: float = 180.0  # any single wait for a child process
 
     @property
@@ -118,16 +118,29 @@ def make_images(folder: Path, n: int = 64, res: int = 32, seed: int = 0) -> Path
 
 def ganforge_env(cache: Path, slow_s: float | None = None) -> dict[str, str]:
     env = {**os.environ, "GANFORGE_CACHE": str(cache), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("GANFORGE_DEBUG_SLOW_CHECKPOINT", None)
+    env.pop(SLOW_ENV, None)
     if slow_s:
-        env["GANFORGE_DEBUG_SLOW_CHECKPOINT"] = str(slow_s)
+        env[SLOW_ENV] = str(slow_s)  # read by the launcher below, not by ganforge
     return env
 
 
+SLOW_ENV = "CRASH_TEST_SLOW_CHECKPOINT"
+# `ganforge ARGS` with the documented fault hook installed: sleep at every point inside a checkpoint
+# write, which widens the window in which a SIGKILL leaves a checkpoint half-written.
+LAUNCHER = (
+    "import os, sys, time\n"
+    "import ganforge.training.checkpoint as c\n"
+    f"s = float(os.environ.get({SLOW_ENV!r}) or 0)\n"
+    "c.FAULT_HOOK = (lambda point: time.sleep(s)) if s else None\n"
+    "from ganforge.cli import main\n"
+    "raise SystemExit(main(sys.argv[1:]))\n"
+)
+
+
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """`python -m ganforge ARGS`, output to a log file (a pipe nobody reads could block the child)."""
+    """`ganforge ARGS` in a child process, output to a log file (a pipe nobody reads could block the child)."""
     with open(log, "ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "ganforge", *args], stdout=f, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen([sys.executable, "-c", LAUNCHER, *args], stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 def kill_and_reap(proc: subprocess.Popen, timeout: float = 60.0) -> int:

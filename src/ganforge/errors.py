@@ -5,6 +5,10 @@ architecture) raises `UserError` with a message that says what is wrong and how 
 else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 
 class GanforgeError(Exception):
     """Base class for ganforge's own errors."""
@@ -16,3 +20,13 @@ class UserError(GanforgeError):
 
 class TrainingDiverged(GanforgeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def warn(message: str, log: Callable[[str], None] | None = None) -> None:
+    """The one warning path: one line `ganforge: warning: ...` on stderr, and into a run's train.log
+    when `log` is given (RunDir.log_text)."""
+    import sys
+
+    if log is not None:
+        log("WARNING " + message)
+    print(f"ganforge: warning: {message}", file=sys.stderr)

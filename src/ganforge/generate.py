@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 from ganforge.data.pipeline import seeded_generator
+from ganforge.device import resolve_device
 from ganforge.errors import UserError
 from ganforge.images import check_new_file, save_grid, save_images
 from ganforge.models import build_generator
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.run import RunDir
-from ganforge.training.trainer import resolve_device
 
 
 def load_generator(
@@ -28,14 +28,13 @@ def load_generator(
     if checkpoint is not None:
         found = ckpt.read_checkpoint(Path(checkpoint))
     else:
-        found, _ = ckpt.latest_checkpoint(run.checkpoints)
+        found = run.latest()
         if found is None:
             raise UserError(f"{run.path} has no intact checkpoint yet; train first (or wait for the first checkpoint)")
     if found.meta.get("config"):
         cfg = found.meta["config"]
     G = build_generator(cfg)
-    prefix = "G_ema" if ema and any(k.startswith("G_ema.") for k in found.tensors) else "G"
-    ckpt.load_module(prefix, G, found.tensors, f" {found.path.name} ({found.describe()})")
+    ckpt.load_module(found.generator_prefix(ema), G, found.tensors, f" {found.path.name} ({found.describe()})")
     return G.to(resolve_device(device)).eval(), cfg
 
 
@@ -187,3 +186,22 @@ def sample_to_files(
     if grid is not None:
         written["grid"] = str(save_grid(x, Path(grid), nrow=nrow))
     return written
+
+
+def style_mix_to_file(
+    run_dir: str | Path, row_seeds: list[int], col_seeds: list[int], layers: str = "coarse", *,
+    grid: str | Path | None = None, truncation_psi: float = 1.0, cls: str | int | None = None,
+    attrs: str | None = None, ema: bool = True, device: str = "cpu", overwrite: bool = False,
+) -> Path:  # fmt: skip
+    """`ganforge style-mix`: the style-mixing figure of a run as one PNG (default RUN_DIR/style-mix-<layers>.png).
+    Conditional runs use class 0 unless a class or attributes are given."""
+    safe_layers = "".join(c if c.isalnum() else "-" for c in layers)
+    path = Path(grid) if grid else Path(run_dir) / f"style-mix-{safe_layers}.png"
+    check_new_file(path, overwrite, own_dir=Path(run_dir))
+    G, cfg = load_generator(run_dir, ema=ema, device=device)
+    require_styles(G, "style mixing")
+    if cls is None and attrs is None and cfg["model"].get("conditional") and cfg["model"]["label_kind"] != "attributes":
+        cls = 0
+    labels = make_labels(cfg, max(len(row_seeds), len(col_seeds)), cls, attrs)
+    img = style_mix(G, row_seeds, col_seeds, layers, truncation_psi, labels)
+    return save_grid(img, path, nrow=len(col_seeds) + 1)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ganforge.errors import UserError
+from ganforge.fileio import atomic_write_bytes
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -57,8 +58,6 @@ def _pil(arr: np.ndarray) -> Image.Image:
 
 def save_png(arr: np.ndarray, path: Path) -> Path:
     """Save an HWC uint8 array atomically (temp file + rename)."""
-    from ganforge.training.checkpoint import atomic_write_bytes
-
     buf = io.BytesIO()
     _pil(arr).save(buf, format="PNG")
     atomic_write_bytes(Path(path), buf.getvalue())

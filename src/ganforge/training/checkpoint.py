@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,46 +32,10 @@ from torch import nn
 from ganforge import __version__
 from ganforge.config import short
 from ganforge.errors import UserError
+from ganforge.fileio import atomic_write_bytes, sha256_file
 
 FORMAT = "ganforge-checkpoint/1"
 _NAME = re.compile(r"^step-(\d{8,})\.json$")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, fsync, rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +112,10 @@ class Checkpoint:
     def config(self) -> dict[str, Any]:
         return self.meta["config"]
 
+    def generator_prefix(self, ema: bool = True) -> str:
+        """The one rule for which generator to use: G_ema when asked for and the run kept one, else G."""
+        return "G_ema" if ema and any(k.startswith("G_ema.") for k in self.tensors) else "G"
+
     def describe(self) -> str:
         c = self.meta.get("config", {})
         m, d = c.get("model", {}), c.get("data", {})
@@ -170,7 +139,7 @@ def save_checkpoint(
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         digest = sha256_file(Path(tmp))
-        _debug_pause()
+        _fault("tensors-written")
         os.replace(tmp, st_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -187,7 +156,7 @@ def save_checkpoint(
     }
     meta["meta_sha256"] = _meta_digest(meta)
     try:
-        _debug_pause()
+        _fault("before-sidecar")
         atomic_write_bytes(directory / f"{stem}.json", json.dumps(meta, indent=1).encode())
     except BaseException:
         st_path.unlink(missing_ok=True)  # no JSON, no checkpoint: do not leave an orphan tensor file
@@ -196,12 +165,15 @@ def save_checkpoint(
     return st_path
 
 
-def _debug_pause() -> None:
-    """Fault-injection hook for crash tests: GANFORGE_DEBUG_SLOW_CHECKPOINT=SECONDS widens the window in
-    which a checkpoint is half-written, so a test can SIGKILL the process inside it."""
-    delay = os.environ.get("GANFORGE_DEBUG_SLOW_CHECKPOINT")
-    if delay:
-        time.sleep(float(delay))
+# Fault injection for crash tests: a test (or benchmarks/crash_test.py, through its sitecustomize) installs
+# a callable that is called with the name of each point inside a checkpoint write, e.g. to sleep there so
+# that a SIGKILL lands while the checkpoint is half-written. Production code never sets it.
+FAULT_HOOK: Callable[[str], None] | None = None
+
+
+def _fault(point: str) -> None:
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(point)
 
 
 def _meta_digest(meta: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ganforge.config import apply_overrides, load_config, validate
-from ganforge.errors import UserError
+from ganforge.errors import UserError, warn
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.run import RunDir, check_run_dir, is_run_dir
 from ganforge.training.trainer import Trainer, load_data, resolve_labels
@@ -27,9 +27,12 @@ def resolve_checkpoint(path: str | Path) -> ckpt.Checkpoint:
     """A checkpoint file, or a run directory (its newest intact checkpoint)."""
     p = Path(path)
     if p.is_dir():
-        found, warnings = ckpt.latest_checkpoint(p / "checkpoints" if is_run_dir(p) else p)
-        for w in warnings:
-            print(f"ganforge: warning: {w}", file=sys.stderr)
+        if is_run_dir(p):
+            found = RunDir(p, tensorboard=False).latest()
+        else:
+            found, warnings = ckpt.latest_checkpoint(p)
+            for w in warnings:
+                warn(w)
         if found is None:
             raise UserError(f"{p} holds no intact checkpoint (looked for checkpoints/step-*.safetensors)")
         return found
@@ -43,11 +46,11 @@ def _warn_family_mismatch(cfg: dict[str, Any]) -> None:
     lc, m = cfg["loss"], cfg["model"]
     gp = lc["gp_weight"] if lc["gp_weight"] is not None else (10.0 if lc["name"] == "wgan-gp" else 0.0)
     if gp > 0 and m["name"] == "dcgan" and m["d_norm"] == "batch":
-        print("ganforge: warning: a gradient penalty with BatchNorm in the critic is ill-defined "
-              "(Gulrajani et al. 2017); set model.d_norm=none", file=sys.stderr)  # fmt: skip
+        warn("a gradient penalty with BatchNorm in the critic is ill-defined (Gulrajani et al. 2017); "
+             "set model.d_norm=none")
     if lc["name"] in ("wgan", "wgan-gp") and gp == 0:
-        print("ganforge: warning: the Wasserstein loss without a Lipschitz constraint diverges; "
-              "set loss.gp_weight=10 or use loss.name=wgan-gp", file=sys.stderr)  # fmt: skip
+        warn("the Wasserstein loss without a Lipschitz constraint diverges; set loss.gp_weight=10 or use "
+             "loss.name=wgan-gp")
 
 
 def _remove_new_run_dir(path: Path) -> None:
@@ -63,8 +66,7 @@ def _prepare_resume(run: RunDir, overrides: list[str], data: Any, quiet: bool) -
     cfg = apply_overrides(run.read_config(), overrides)
     found, warnings = ckpt.latest_checkpoint(run.checkpoints)
     for w in warnings:
-        print(f"ganforge: warning: {w}", file=sys.stderr)
-        run.log_text("WARNING " + w)
+        warn(w, run.log_text)
     if found is not None and found.step >= cfg["train"]["steps"]:
         raise UserError(
             f"{run.path} is already at step {found.step} >= train.steps={cfg['train']['steps']}; "
@@ -75,9 +77,7 @@ def _prepare_resume(run: RunDir, overrides: list[str], data: Any, quiet: bool) -
     trainer = Trainer(cfg, run, data=data, quiet=quiet)
     if found is None:
         # killed before its first checkpoint: nothing to restore, so the run starts again from step 0
-        print(f"ganforge: warning: {run.path} has no intact checkpoint yet; starting it again from step 0",
-              file=sys.stderr)  # fmt: skip
-        run.log_text("no intact checkpoint: restarted from step 0")
+        warn(f"{run.path} has no intact checkpoint yet; starting it again from step 0", run.log_text)
         run.write_config(cfg)
         run.truncate_metrics(0)
         return trainer
@@ -153,3 +153,25 @@ def train(
     finally:
         run.close()
     return run, summary
+
+
+DEMO_PRESET = "fashion_mnist_dcgan"
+
+
+def train_or_continue(
+    preset: str, run_dir: str | Path, overrides: list[str] | None = None, *, device: str | None = None
+) -> tuple[Path, dict[str, Any], str | None]:
+    """Train `preset` into `run_dir`; if the folder already holds that run, resume it, or leave it alone when it
+    already reached its step budget (what `make demo` run twice should do). Returns the run path, the summary and
+    a note for the user (or None)."""
+    path = Path(run_dir)
+    overrides = list(overrides or [])
+    if not is_run_dir(path):
+        run, summary = train(preset, overrides, run_dir=path, device=device)
+        return run.path, summary, None
+    target = apply_overrides(RunDir(path, tensorboard=False).read_config(), overrides)["train"]["steps"]
+    have = ckpt.list_checkpoints(path / "checkpoints")
+    if have and have[-1][0] >= target:
+        return path, {"step": have[-1][0]}, f"run {path} is already trained (step {have[-1][0]}); delete it to train again"
+    run, summary = train(None, overrides, resume=path, device=device)
+    return run.path, summary, None

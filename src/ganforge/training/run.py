@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ganforge.config import dump, safe_yaml, validate
-from ganforge.errors import UserError
-from ganforge.training.checkpoint import atomic_write_bytes
+from ganforge.errors import UserError, warn
+from ganforge.fileio import atomic_write_bytes
+from ganforge.training import checkpoint as ckpt
 
 RUN_MARKERS = ("config.yaml", "checkpoints")
 
@@ -76,6 +77,20 @@ class RunDir:
         run = cls(path)
         run._tb_enabled = run.read_config()["train"]["tensorboard"]
         return run
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def latest(self, *, log: bool = False) -> ckpt.Checkpoint | None:
+        """The newest intact checkpoint (None before the first); damaged newer ones are skipped with a
+        warning, also written to train.log when `log` is true (the process that owns the run)."""
+        found, warnings = ckpt.latest_checkpoint(self.checkpoints)
+        for w in warnings:
+            warn(w, self.log_text if log else None)
+        return found
+
+    def latest_checkpoint_path(self) -> Path | None:
+        """Path of the newest checkpoint that has its JSON sidecar (not verified: for messages)."""
+        have = ckpt.list_checkpoints(self.checkpoints)
+        return have[-1][1].with_suffix(".safetensors") if have else None
 
     def read_config(self) -> dict[str, Any]:
         p = self.path / "config.yaml"
