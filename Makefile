@@ -37,7 +37,7 @@ demo: install data
 	$(VENV)/bin/ganforge demo --run-dir $(DEMO_RUN)
 
 test: install data browser
-	$(PY) -m pytest -q tests
+	GANFORGE_REQUIRE_REAL_DATA=1 $(PY) -m pytest -q tests
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

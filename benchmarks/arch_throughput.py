@@ -31,7 +31,7 @@ from ganforge.training.trainer import Trainer
 preset, steps, over = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 cfg = load_config(preset, over + ["train.tensorboard=false"])
 tr = Trainer(cfg, None, quiet=True)
-if tr.grow is not None:  # jump to the final stage: the schedule follows images_seen
+if "grow" in tr.objective.parts:  # jump to the final stage: the schedule follows images_seen
     tr.images_seen = 10**9
 def status_kb(key):
     with open("/proc/self/status") as f:
@@ -41,11 +41,11 @@ with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) so data 
 base = status_kb("VmRSS")
 for _ in range(2):
     tr.train_step()
-t = time.perf_counter()
+t, seen = time.perf_counter(), tr.images_seen
 for _ in range(steps):
     tr.train_step()
 dt = time.perf_counter() - t
-bs = tr.stream.batch_size if tr.grow is None else tr.grow.stage(tr.images_seen).batch_size
+bs = (tr.images_seen - seen) // steps
 peak = status_kb("VmHWM")
 print(json.dumps({"img_s": steps * bs / dt, "peak_mb": (peak - base) / 1024, "batch": bs,
                   "g_params": sum(p.numel() for p in tr.G.parameters()),

@@ -21,9 +21,10 @@ from ganforge.training.launch import train
 from ganforge.training.schedule import GrowSchedule
 
 SMALL_PG = ["model.nf=8", "model.nf_max=16", "model.z_dim=16", "train.log_every=5", "train.sample_every=10",
-            "train.checkpoint_every=10"]  # fmt: skip
+            "train.checkpoint_every=10", "train.eval_every=0"]  # fmt: skip
 SMALL_SG = ["model.nf=8", "model.nf_max=16", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2",
-            "train.batch_size=8", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10"]  # fmt: skip
+            "train.batch_size=8", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10",
+            "train.eval_every=0"]  # fmt: skip
 
 
 def _sched(**grow):
@@ -87,13 +88,13 @@ def test_stylegan2_with_ada_and_path_length_resumes_bitwise(tmp_path):
     run, _ = train("fashion_mnist32_stylegan2", over + ["train.steps=20"], run_dir=tmp_path / "b", data=data,
                    quiet=True)  # fmt: skip
     c, _ = ckpt.latest_checkpoint(run.checkpoints)
-    assert c.meta["ada"]["p"] != 0.2, c.meta["ada"]  # p moved (2000-image speed) and is saved
-    assert c.meta["pl_mean"] > 0.0
+    assert c.meta["parts"]["augment"]["p"] != 0.2, c.meta["parts"]  # p moved (2000-image speed) and is saved
+    assert c.meta["parts"]["path_length"]["pl_mean"] > 0.0
     train(None, ["train.steps=40"], resume=tmp_path / "b", data=data, quiet=True)
     _assert_same(tmp_path / "a", tmp_path / "b")
     a, _ = ckpt.latest_checkpoint(tmp_path / "a" / "checkpoints")
     b, _ = ckpt.latest_checkpoint(tmp_path / "b" / "checkpoints")
-    assert a.meta["ada"] == b.meta["ada"] and a.meta["pl_mean"] == b.meta["pl_mean"]
+    assert a.meta["parts"] == b.meta["parts"]
     rec = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert all("ada_p" in r and "pl_mean" in r for r in rec)
     assert [r["step"] for r in rec] == list(range(5, 45, 5))
@@ -106,13 +107,13 @@ def test_ada_works_with_other_models_and_resume_restores_p(tmp_path):
     # 12 steps = 3 adjustments of +-0.128 (an odd number: p cannot be back at 0.3)
     run, _ = train("fashion_mnist_dcgan", over + ["train.steps=12"], run_dir=tmp_path / "r", data=data, quiet=True)
     c, _ = ckpt.latest_checkpoint(run.checkpoints)
-    p = c.meta["ada"]["p"]
+    p = c.meta["parts"]["augment"]["p"]
     assert p != 0.3
     from ganforge.training.trainer import Trainer
 
     t = Trainer(c.meta["config"], data=data, quiet=True)
     t.load_state(c)
-    assert t.augment.p == p
+    assert t.objective.parts["augment"].fn.p == p
 
 
 def test_path_length_penalty_matches_its_definition():
@@ -213,7 +214,7 @@ def test_truncation_on_a_model_without_styles_is_a_one_line_error(tmp_path, caps
 
 
 def test_limit_takes_a_fixed_subset():
-    from ganforge.training.trainer import subset
+    from ganforge.data.from_config import subset
 
     data = synthetic_data(n=300, labels=True)
     a, b = subset(data, 50), subset(data, 50)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, png_folder
+from conftest import FAST, need_fashion_mnist, png_folder
 from PIL import Image
 
 from ganforge.cli import main
@@ -155,8 +155,7 @@ def test_python_dash_m_and_exit_code(tmp_path):
 
 
 def test_real_fashion_mnist_source_trains(tmp_path, capsys):
-    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    need_fashion_mnist()
     rc, out, err = run_cli(["train", "fashion_mnist_dcgan", *FAST, "train.steps=3", "--run-dir", tmp_path / "r",
                             "--quiet"], capsys)  # fmt: skip
     assert rc == 0, err
@@ -164,8 +163,7 @@ def test_real_fashion_mnist_source_trains(tmp_path, capsys):
 
 
 def test_demo_command_is_idempotent(tmp_path, capsys):
-    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    need_fashion_mnist()
     run = tmp_path / "demo"
     rc, out, err = run_cli(["demo", "--run-dir", run, "--steps", "3", "--no-eval"], capsys)
     assert rc == 0, err

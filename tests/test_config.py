@@ -82,3 +82,27 @@ def test_bad_yaml_files(tmp_path):
 def test_parse_override_keeps_strings():
     assert parse_override("data.source=fashion-mnist:test") == ("data.source", "fashion-mnist:test")
     assert parse_override("data.source=/a/b.zip") == ("data.source", "/a/b.zip")
+
+
+def test_family_and_source_keys_are_declared_beside_their_code():
+    """Schema fragments: model.w_dim belongs to stylegan2, data.crop to celeba; they validate like any key,
+    and a second declaration of a key by another owner is refused."""
+    from ganforge.config import OWNERS, Key, extend_schema, load_config
+
+    cfg = load_config("fashion_mnist32_stylegan2", ["model.w_dim=32", "data.crop=140"])
+    assert cfg["model"]["w_dim"] == 32 and cfg["data"]["crop"] == "140"
+    assert OWNERS["model.w_dim"] == "stylegan2" and OWNERS["data.crop"] == "celeba"
+    assert OWNERS["model.hidden"] == "mlp" and OWNERS["model.nf_max"] == "progan/stylegan2"
+    with pytest.raises(UserError, match="model.mapping_layers"):
+        load_config(None, ["model.mapping_layers=0"])
+    with pytest.raises(ValueError, match="declared twice"):
+        extend_schema("model", {"w_dim": Key(1, int)}, owner="someone-else")
+
+
+def test_source_options_reach_only_their_source():
+    from ganforge.config import load_config
+    from ganforge.data.from_config import source_options
+
+    assert source_options(load_config(None)) == {}
+    cfg = load_config(None, ["data.source=celeba", "data.attributes=Male,Smiling", "data.crop=108"])
+    assert source_options(cfg) == {"attributes": "Male,Smiling", "crop": "108"}

@@ -187,7 +187,7 @@ def test_second_process_is_refused_and_a_killed_process_leaves_no_stale_lock(
 
 def test_failed_resume_releases_the_lock(tmp_path: Path) -> None:
     data = synthetic_data(n=64)
-    fast = ["model.nf=8", "train.batch_size=16", "train.tensorboard=false", "train.threads=1"]
+    fast = ["model.nf=8", "train.batch_size=16", "train.tensorboard=false", "train.threads=1", "train.eval_every=0"]
     run, _ = train("fashion_mnist_dcgan", fast + ["train.steps=2"], run_dir=tmp_path / "r", data=data, quiet=True)
     with pytest.raises(UserError, match="train.stepz"):
         train(None, ["train.stepz=4"], resume=run.path, data=data, quiet=True)  # a typo, e.g. in a notebook

@@ -6,10 +6,10 @@ import hashlib
 import json
 import struct
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FMNIST_DIR, need_fashion_mnist
 
 from ganforge.data import ImageData, dataset_info, load_dataset, parse_spec
 from ganforge.data import cache as cache_mod
@@ -17,10 +17,7 @@ from ganforge.data.sources import DataWarning, idx
 from ganforge.data.sources.idx import IdxSource, read_idx, write_idx
 from ganforge.errors import UserError
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(
-    not (FMNIST / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST is not installed"
-)
+FMNIST = FMNIST_DIR
 
 
 def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
@@ -96,9 +93,9 @@ def test_truncated_gzip_names_the_file(tmp_path):
         read_idx(p)
 
 
-@needs_fmnist
 def test_real_fashion_mnist_files_and_checksums():
     """The Debian .gz files drop the stored file name (other .gz md5s), so the content md5 is the check."""
+    need_fashion_mnist()
     table = idx.CHECKSUMS["fashion-mnist"]
     for stem, n in [("train", 60000), ("t10k", 10000)]:
         images = read_idx(FMNIST / f"{stem}-images-idx3-ubyte.gz")
@@ -256,8 +253,8 @@ def test_npy_writer_header_is_patched(tmp_path):
     assert a.shape == (11, 2, 3, 1) and a[0, 0, 0, 0] == 4 and a[-1, 0, 0, 0] == 7
 
 
-@needs_fmnist
 def test_real_fashion_mnist_cached_load_is_fast(cache_dir):
+    need_fashion_mnist()
     first = load_dataset("fashion-mnist", 28, 1)
     t = time.perf_counter()
     second = load_dataset("fashion-mnist", 28, 1)

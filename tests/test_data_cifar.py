@@ -374,6 +374,25 @@ def test_truncated_archive_is_not_half_extracted(extracted, tmp_path, cache_dir,
     with pytest.raises(UserError, match="is a corrupt or truncated archive"):
         load_dataset("cifar10", 32, 3, data_dir=str(holder))
     home = cache_dir / "datasets" / "cifar10"
-    assert not (home / cifar.FOLDER).exists() and not list(home.glob(".tmp-*"))
+    assert not list(home.rglob(cifar.FOLDER)) and not list(home.rglob(".tmp-*"))
     (holder / cifar.ARCHIVE).write_bytes(blob)  # repaired: extracts on the next call
     assert len(load_dataset("cifar10", 32, 3, data_dir=str(holder))) == 100
+
+
+def test_explicit_data_dir_archive_wins_over_an_earlier_extraction(extracted, tmp_path, cache_dir, monkeypatch):
+    """An intact copy extracted into the cache earlier must not hide a corrupt archive the user points at;
+    only a --data-dir without CIFAR-10 files falls back to the cache, and says so."""
+    parent, _ = extracted
+    monkeypatch.setattr(cifar, "CIFAR10_MD5", "")
+    good = tmp_path / "good"
+    good.mkdir()
+    blob = make_archive(parent, good / cifar.ARCHIVE)
+    assert len(load_dataset("cifar10", 32, 3, data_dir=str(good), cache=False)) == 100  # extracted into the cache
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / cifar.ARCHIVE).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(UserError, match=f"{re.escape(str(bad / cifar.ARCHIVE))}.*corrupt or truncated"):
+        load_dataset("cifar10", 32, 3, data_dir=str(bad), cache=False)
+    from ganforge.cli import main
+
+    assert main(["data", "info", "cifar10", "--data-dir", str(bad)]) == 2

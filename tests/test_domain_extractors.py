@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import need_fashion_mnist
 
 from ganforge.data import ImageData, load_dataset
 from ganforge.data.sources import DataWarning
@@ -85,8 +86,8 @@ def test_shipped_weights_load_and_embed(name):
     assert rgb["logits"].shape == (2, 10)
 
 
-@pytest.mark.skipif(not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST is not installed")
 def test_fashion_mnist_cnn_accuracy_and_inception_score():
+    need_fashion_mnist()
     data = _test_split("fashion-mnist:test", None)
     logits = _logits("fashion-mnist-cnn", data)
     accuracy = float((logits.argmax(1) == data.labels).mean())

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, png_folder
+from conftest import FAST, need_fashion_mnist, png_folder
 from PIL import Image
 
 from ganforge.cli import main
@@ -117,14 +117,12 @@ def test_cli_eval_json(run_dir, folder, capsys):
 @pytest.mark.slow
 def test_real_fashion_mnist_fid_is_small_and_noise_fid_is_large():
     """With the shipped fashion-mnist-cnn: train vs test images are close, test vs noise is far."""
-    from pathlib import Path
 
     from ganforge.metrics.evaluate import reference_features
     from ganforge.metrics.features import build_extractor, extract
     from ganforge.metrics.fid import fid_from_features
 
-    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST not installed")
+    need_fashion_mnist()
     net = build_extractor("fashion-mnist-cnn")
     train, _ = reference_features("fashion-mnist", net, resolution=28, channels=1, n=3000, progress=False)
     test, _ = reference_features("fashion-mnist:test", net, resolution=28, channels=1, n=3000, progress=False)

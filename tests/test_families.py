@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, synthetic_data
+from conftest import FAST, need_fashion_mnist, synthetic_data
 from safetensors.torch import load_file
 
 from ganforge.augment import DiffAugment
@@ -177,8 +177,7 @@ SMOKE = {
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(SMOKE))
 def test_each_family_trains_200_steps_on_fashion_mnist(tmp_path, family):
-    if not FMNIST.exists():
-        pytest.skip("Fashion-MNIST not installed")
+    need_fashion_mnist()
     preset, extra = SMOKE[family]
     over = [*extra, "data.source=fashion-mnist:test", "train.steps=200", "train.log_every=50",
             "train.sample_every=100", "train.checkpoint_every=100"]  # fmt: skip

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from ganforge.cli import main
-from ganforge.config import SCHEMA, load_config
+from ganforge.config import load_config, schema
 from ganforge.errors import UserError
 from ganforge.models import build_discriminator, build_generator
 from ganforge.training import checkpoint as ckpt
@@ -37,7 +37,8 @@ FUZZ = settings(
     database=None,  # no .hypothesis/ folder in the repository
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-FAST = ["model.nf=8", "train.batch_size=16", "train.tensorboard=false", "train.threads=1", "train.sample_every=0"]
+FAST = ["model.nf=8", "train.batch_size=16", "train.tensorboard=false", "train.threads=1", "train.sample_every=0",
+        "train.eval_every=0"]
 
 
 # --- running the CLI in-process, with a hang guard ---------------------------------------------------------
@@ -69,8 +70,8 @@ def _dotted(node: dict, prefix: str = "") -> list[str]:
     return out
 
 
-VALID_KEYS = _dotted(SCHEMA)
-SECTIONS = [k for k, v in SCHEMA.items() if isinstance(v, dict)]
+VALID_KEYS = _dotted(schema())
+SECTIONS = [k for k, v in schema().items() if isinstance(v, dict)]
 KEY_PARTS = sorted({p for k in VALID_KEYS for p in k.split(".")})
 YAML_SPECIAL = [
     "", " ", "[", "]", "{", "}", "[1, 2]", "{a: 1}", "a: b", "- a", "-", "?", "? x", ":", "|", ">", "&a", "*a",

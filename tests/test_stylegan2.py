@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.config import load_config
-from ganforge.losses import build_loss
 from ganforge.models import MODELS, build_discriminator, build_generator
 from ganforge.models.stylegan2 import StyleGAN2Generator, modulated_conv2d
 
@@ -302,27 +301,21 @@ def test_training_forward_is_deterministic_under_global_seed():
 
 
 def test_nsgan_steps_run_and_learn():
-    torch.manual_seed(0)
-    cfg = _cfg(32, 1, "model.style_mixing=0.9")
-    G, D = build_generator(cfg).train(), build_discriminator(cfg).train()
+    """Five real `Trainer.train_step`s (style mixing on, nsgan): every part of G and D moves, all finite."""
+    from conftest import synthetic_data
+
+    from ganforge.training.trainer import Trainer
+
+    cfg = _cfg(32, 1, "model.style_mixing=0.9", "loss.name=nsgan", "train.batch_size=8", "train.lr_g=2e-3",
+               "train.lr_d=2e-3", "train.beta1=0.0", "train.beta2=0.99", "train.tensorboard=false")  # fmt: skip
+    tr = Trainer(cfg, None, data=synthetic_data(n=32), quiet=True)
+    G, D = tr.G, tr.D
     _set_noise(G, 0.1)
-    loss = build_loss("nsgan")
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.0, 0.99))
     g0 = {k: v.clone() for k, v in G.state_dict().items()}
     d0 = {k: v.clone() for k, v in D.state_dict().items()}
-    real = torch.rand(8, 1, 32, 32) * 2 - 1
     for _ in range(5):
-        z = torch.randn(8, 16)
-        ld = loss.d_loss(D(real), D(G(z).detach()))
-        opt_d.zero_grad()
-        ld.backward()
-        opt_d.step()
-        lg = loss.g_loss(D(G(torch.randn(8, 16))))
-        opt_g.zero_grad()
-        lg.backward()
-        opt_g.step()
-        assert torch.isfinite(ld) and torch.isfinite(lg)
+        out = tr.train_step()
+        assert torch.isfinite(out["loss_d"]) and torch.isfinite(out["loss_g"])
     for name, p in list(G.named_parameters()) + list(D.named_parameters()):
         assert torch.isfinite(p).all(), name
     moved = [k for k, _ in G.named_parameters() if not torch.equal(G.state_dict()[k], g0[k])]

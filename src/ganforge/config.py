@@ -52,47 +52,17 @@ SCHEMA: dict[str, Any] = {
             min=1,
             nullable=True,
         ),
-        "attributes": Key(
-            None, str, "comma list of attributes to condition on (CelebA), e.g. Male,Smiling", nullable=True
-        ),
-        "crop": Key(
-            None,
-            str,
-            "CelebA face crop before resizing: 178 (center, default), 140 or 108",
-            choices=("178", "140", "108"),
-            nullable=True,
-        ),
     },
     "model": {
         "name": Key("dcgan", str, "generator/discriminator family (see `ganforge models`)"),
         "z_dim": Key(100, int, "latent size", min=1, max=4096),
         "nf": Key(64, int, "width multiplier (channels of the widest-resolution layer)", min=1, max=4096),
-        "d_norm": Key("batch", str, "normalization in D", choices=("batch", "none")),
         "d_dropout": Key(None, float, "dropout in D (null = the model's default)", min=0.0, max=0.95, nullable=True),
-        "hidden": Key(256, int, "hidden width of the MLP models", min=1, max=65536),
         "d_nf": Key(None, int, "width of D when it differs from G's (null = nf)", min=1, max=4096, nullable=True),
-        "d_spectral_norm": Key(False, bool, "spectral normalisation of every D weight (dcgan; sngan always)"),
         "conditional": Key(False, bool, "condition G and D on class labels or attributes of the data"),
         "num_labels": Key(None, int, "label vector size (filled in from the data)", min=1, nullable=True),
         "label_kind": Key(None, str, "filled in from the data", choices=("class", "attributes"), nullable=True),
         "label_names": Key(None, list, "class or attribute names (filled in from the data)", nullable=True),
-        "nf_max": Key(
-            512, int, "channel cap of progan/stylegan2 layers (channels double per halving up to it)", min=1, max=4096
-        ),
-        "w_dim": Key(
-            None, int, "stylegan2: size of the intermediate latent w (null = z_dim)", min=1, max=4096, nullable=True
-        ),
-        "mapping_layers": Key(8, int, "stylegan2: fully connected layers of the mapping network", min=1, max=32),
-        "mapping_lr_mult": Key(
-            0.01, float, "stylegan2: learning-rate multiplier of the mapping network", min=1e-6, max=1.0
-        ),
-        "style_mixing": Key(
-            0.9, float, "stylegan2: probability of style mixing regularization per batch", min=0.0, max=1.0
-        ),
-        "w_avg_beta": Key(
-            0.995, float, "stylegan2: decay of the tracked average w (truncation centre)", min=0.0, max=1.0
-        ),
-        "mbstd_group": Key(4, int, "progan/stylegan2 D: minibatch-stddev group size", min=1, max=1024),
     },
     "loss": {
         "name": Key("nsgan", str, "adversarial loss (see `ganforge models`)"),
@@ -151,7 +121,11 @@ SCHEMA: dict[str, Any] = {
         "beta1": Key(0.5, float, "Adam beta1", min=0.0, max=0.9999),
         "beta2": Key(0.999, float, "Adam beta2", min=0.0, max=0.9999999),
         "ema": Key(True, bool, "keep an exponential moving average of G (G_ema) for sampling"),
-        "ema_decay": Key(0.999, float, "EMA decay per step", min=0.0, max=1.0),
+        "ema_decay": Key(0.999, float, "EMA decay per step (used when ema_kimg is null)", min=0.0, max=1.0),
+        "ema_kimg": Key(
+            None, float, "EMA half-life in thousands of real images (StyleGAN's ema_kimg); independent of the batch "
+            "size, so it stays right under progressive growing; null = use ema_decay", min=1e-6, nullable=True,
+        ),
         "ema_start": Key(0, int, "step from which G_ema averages (before: a copy of G)", min=0),
         "log_every": Key(10, int, "steps between metrics.jsonl / TensorBoard scalars", min=1),
         "sample_every": Key(200, int, "steps between sample grids (0 = only at the end)", min=0),
@@ -164,6 +138,12 @@ SCHEMA: dict[str, Any] = {
             "training (and retry at the next checkpoint) or stop",
             choices=("continue", "stop"),
         ),
+        "eval_every": Key(0, int, "steps between evaluations of G_ema during training (FID etc. into eval.jsonl, "
+                          "a `best` checkpoint by FID); 0 = off", min=0),
+        "eval_n": Key(5000, int, "generated images per evaluation during training", min=2, max=1_000_000),
+        "eval_metrics": Key("fid,kid", str, "metrics of each evaluation during training (fid,kid,is,pr)"),
+        "eval_network": Key(None, str, "feature network during training (null = the dataset's default: its domain "
+                            "CNN for (fashion-)mnist, else inception-fid)", nullable=True),
         "n_samples": Key(64, int, "images in each sample grid (fixed noise)", min=1, max=1024),
         "threads": Key(0, int, "CPU threads for torch (0 = torch's default)", min=0, max=1024),
         "channels_last": Key(True, bool, "channels-last memory format for conv models (faster on CPU)"),
@@ -172,17 +152,49 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+# --- schema fragments: a model family or data source declares its own keys ------------------------
+# Keys stay in the shared sections (model.w_dim, data.crop), so configs and run dirs stay flat; the
+# declaration lives beside the code that reads the key. Modules that declare fragments are found by name
+# (like the CLI's command table), so config.py itself never imports them at module level.
+FRAGMENT_MODULES = ("ganforge.models", "ganforge.data")
+OWNERS: dict[str, str] = {}  # "section.key" -> the family/source that declared it
+_loaded = False
+
+
+def extend_schema(section: str, keys: dict[str, Key], owner: str) -> None:
+    """Add `owner`'s keys to a shared section (called at import time by models/ and data/sources/)."""
+    node = SCHEMA[section]
+    for name, key in keys.items():
+        dotted = f"{section}.{name}"
+        if name in node and OWNERS.get(dotted) != owner:
+            raise ValueError(f"config key {dotted} is declared twice ({OWNERS.get(dotted, 'config.py')}, {owner})")
+        node[name] = key
+        OWNERS[dotted] = owner
+
+
+def schema() -> dict[str, Any]:
+    """SCHEMA with every fragment registered."""
+    global _loaded
+    if not _loaded:
+        import importlib
+
+        _loaded = True
+        for m in FRAGMENT_MODULES:
+            importlib.import_module(m)
+    return SCHEMA
+
+
 def defaults() -> dict[str, Any]:
     """The config with every key at its default."""
 
     def walk(node: dict[str, Any]) -> dict[str, Any]:
         return {k: walk(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in node.items()}
 
-    return walk(SCHEMA)
+    return walk(schema())
 
 
 def _lookup(dotted: str) -> Key:
-    node: Any = SCHEMA
+    node: Any = schema()
     parts = dotted.split(".")
     for i, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
@@ -257,7 +269,7 @@ def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dic
 
 
 def _lookup_node(dotted: str) -> Any:
-    node: Any = SCHEMA
+    node: Any = schema()
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
             _lookup(dotted)  # raises with a helpful message

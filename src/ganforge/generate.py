@@ -5,15 +5,19 @@ A run directory is self-describing (config.yaml + checkpoints), so nothing else 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ganforge.data.pipeline import seeded_generator
 from ganforge.device import resolve_device
 from ganforge.errors import UserError
-from ganforge.images import check_new_file, save_grid, save_images
+from ganforge.fileio import atomic_write_file
+from ganforge.images import check_new_file, save_grid, save_images, to_uint8
 from ganforge.models import build_generator
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.run import RunDir
@@ -205,3 +209,298 @@ def style_mix_to_file(
     labels = make_labels(cfg, max(len(row_seeds), len(col_seeds)), cls, attrs)
     img = style_mix(G, row_seeds, col_seeds, layers, truncation_psi, labels)
     return save_grid(img, path, nrow=len(col_seeds) + 1)
+
+
+# --- latent walks: interpolation between seeds, classes and attributes --------------------------------------------
+# A walk is a list of keyframes (a seed and a label each) and the frames between them. z is Gaussian, so its
+# samples sit near a sphere: slerp keeps in-between latents on it (lerp passes through atypically short ones);
+# w is not Gaussian, and StyleGAN's own walks and its perceptual path length lerp there. Style models render with
+# their fixed per-layer noise (noise_mode="const"), so only the latent moves from frame to frame.
+
+INTERP_SPACES = ("z", "w")
+INTERP_MODES = ("slerp", "lerp")
+MAX_FRAMES = 10000
+
+
+@dataclass(frozen=True)
+class LatentPath:
+    """A walk ready to render: one latent (z: [F, z_dim], w: [F, num_ws, w_dim]) and label vector per frame."""
+
+    space: str
+    latents: torch.Tensor
+    labels: torch.Tensor | None
+    keyframes: list[int]  # frame index of every keyframe the walk passes (a looped walk does not repeat the first)
+    truncation_psi: float = 1.0
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Straight line; written (1-t)a + tb so that t=0 and t=1 give a and b exactly."""
+    return a * (1.0 - t) + b * t
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985; White 2016 for GAN latents) along the great circle from a to b;
+    falls back to lerp for (nearly) parallel vectors, where the two agree."""
+    a64, b64 = a.double().flatten(), b.double().flatten()
+    cos = (a64 @ b64 / (a64.norm() * b64.norm()).clamp_min(1e-12)).clamp(-1.0, 1.0)
+    theta = torch.acos(cos)
+    s = torch.sin(theta)
+    if s < 1e-6:
+        return lerp(a, b, t)
+    out = (torch.sin((1.0 - t) * theta) / s) * a64 + (torch.sin(t * theta) / s) * b64
+    return out.view_as(a).to(a.dtype)
+
+
+def _need_two(keys: int) -> None:
+    if keys < 2:
+        raise UserError("a walk needs at least two keyframes: give two or more seeds (--seeds 1,7), classes "
+                        "(--classes 0,3) or an attribute to walk (--attr-walk NAME)")  # fmt: skip
+
+
+def walk_positions(keys: int, steps: int, loop: bool = False) -> list[float]:
+    """Positions along a walk in keyframe units (k = the k-th keyframe): `steps` frames per transition, the last
+    keyframe included, or, looping, the way back to the first (which a looping GIF shows next) left out."""
+    _need_two(keys)
+    if steps < 1:
+        raise UserError(f"--steps must be at least 1 frame per transition, got {steps}")
+    segments = keys if loop else keys - 1
+    total = segments * steps + (0 if loop else 1)
+    if total > MAX_FRAMES:
+        raise UserError(f"that walk has {total} frames (at most {MAX_FRAMES}); use fewer --steps or keyframes")
+    return [i / steps for i in range(total)]
+
+
+def _key_labels(G: torch.nn.Module, labels: torch.Tensor | None, keys: int) -> torch.Tensor | None:
+    """Keyframe labels as float vectors: every conditional model reads labels through `label_vector`, linearly,
+    so a soft vector between two one-hot classes is a valid input (the blend of the two class embeddings)."""
+    from ganforge.models.layers import label_vector
+
+    num = getattr(G, "num_labels", None)
+    if labels is None:
+        if num:
+            raise UserError("this generator is conditional: give keyframe labels (a class or attribute values)")
+        return None
+    if not num:
+        raise UserError("this generator is not conditional; --class, --classes and --attr need a conditional run")
+    vec = label_vector(torch.as_tensor(labels), num).float()
+    if len(vec) == 1:
+        vec = vec.expand(keys, -1)
+    return vec.clone()
+
+
+@torch.no_grad()
+def interpolation_path(
+    G: torch.nn.Module, seeds: list[int], steps: int = 24, *, space: str = "z", mode: str | None = None,
+    loop: bool = False, truncation_psi: float = 1.0, labels: torch.Tensor | None = None,
+    positions: list[float] | None = None,
+) -> LatentPath:  # fmt: skip
+    """The latents of a walk through the keyframes (seed_i, labels_i): a list of one seed or one label is held for
+    every keyframe, so `seeds=[5], labels=tensor([0, 3, 7])` is a class walk at a fixed z. Keyframes are the exact
+    latents `sample` uses for those seeds. `positions` (in keyframe units) replaces the regular `steps` grid."""
+    if space not in INTERP_SPACES:
+        raise UserError(f"--space must be one of {', '.join(INTERP_SPACES)}, got {space!r}")
+    mode = mode or ("slerp" if space == "z" else "lerp")
+    if mode not in INTERP_MODES:
+        raise UserError(f"--mode must be one of {', '.join(INTERP_MODES)}, got {mode!r}")
+    if space == "w":
+        require_styles(G, "interpolation in w (--space w)")
+        if mode == "slerp":
+            raise UserError("w is not Gaussian, so slerp has no meaning there; use --mode lerp with --space w")
+    if truncation_psi != 1.0:
+        require_styles(G, "truncation")
+    n_labels = 0 if labels is None else len(labels)
+    keys = max(len(seeds), n_labels)
+    if len(seeds) not in (1, keys) or n_labels not in (0, 1, keys):
+        raise UserError(f"{len(seeds)} seeds and {n_labels} keyframe labels: give equally many, or one of either "
+                        "(held fixed along the walk)")  # fmt: skip
+    if not seeds:
+        raise UserError("a walk needs at least one seed")
+    _need_two(keys)
+    pos = walk_positions(keys, steps, loop) if positions is None else [float(u) for u in positions]
+    segments = keys if loop else keys - 1
+    if not pos or not all(0.0 <= u <= segments for u in pos):
+        raise UserError(f"positions along a walk of {keys} keyframes lie in [0, {segments}], got {pos[:4]}")
+    z = seed_latents(G, seeds).expand(keys, -1) if len(seeds) == 1 else seed_latents(G, seeds)
+    key_y = _key_labels(G, labels, keys)
+    if space == "w":
+        device = next(G.parameters()).device
+        # one keyframe at a time, as `sample(G, 1, seed=s)` maps it (CPU matmuls round differently per batch size)
+        ws = [G.mapping(z[i : i + 1].to(device), None if key_y is None else key_y[i : i + 1].to(device),
+                        truncation_psi=truncation_psi, update_w_avg=False) for i in range(keys)]  # fmt: skip
+        key_lat = torch.cat(ws).cpu()
+    else:
+        key_lat = z
+    interp = slerp if mode == "slerp" else lerp
+    lat, lab, keyframes = [], [], []
+    for f, u in enumerate(pos):
+        a = int(math.floor(u)) % keys
+        b, t = (a + 1) % keys, u - math.floor(u)
+        if t == 0.0:  # a keyframe: its exact latent, so the walk's ends are `sample` of those seeds
+            keyframes.append(f)
+            lat.append(key_lat[a])
+            lab.append(None if key_y is None else key_y[a])
+        else:
+            lat.append(interp(key_lat[a], key_lat[b], t))
+            lab.append(None if key_y is None else lerp(key_y[a], key_y[b], t))
+    labels_out = None if key_y is None else torch.stack(lab)  # type: ignore[arg-type]
+    return LatentPath(space, torch.stack(lat), labels_out, keyframes, float(truncation_psi))
+
+
+@torch.no_grad()
+def render_path(G: torch.nn.Module, path: LatentPath, batch_size: int = 64) -> torch.Tensor:
+    """The frames of a walk (NCHW, CPU, [-1, 1]); style models use their fixed noise, so frames differ only by
+    the latent, and a z frame equals `sample` of that z (the same mapping, truncation and noise)."""
+    device = next(G.parameters()).device
+    styled = hasattr(G, "mapping") and hasattr(G, "synthesis")
+    out = []
+    for i in range(0, len(path.latents), batch_size):
+        lat = path.latents[i : i + batch_size].to(device)
+        lb = None if path.labels is None else path.labels[i : i + batch_size].to(device)
+        if path.space == "w":
+            img = G.synthesis(lat, noise_mode="const")
+        elif styled:
+            ws = G.mapping(lat, lb, truncation_psi=path.truncation_psi, update_w_avg=False)
+            img = G.synthesis(ws, noise_mode="const")
+        else:
+            img = G(lat, lb)
+        out.append(img.float().clamp_(-1.0, 1.0).cpu())
+    return torch.cat(out)
+
+
+def interpolate(
+    G: torch.nn.Module, seeds: list[int], steps: int = 24, *, space: str = "z", mode: str | None = None,
+    loop: bool = False, truncation_psi: float = 1.0, labels: torch.Tensor | None = None,
+    positions: list[float] | None = None, batch_size: int = 64,
+) -> torch.Tensor:  # fmt: skip
+    """The frames of a walk through seeds (and/or keyframe labels): see `interpolation_path` for the walk and
+    `render_path` for the rendering. Returns NCHW in [-1, 1] on the CPU."""
+    path = interpolation_path(G, seeds, steps, space=space, mode=mode, loop=loop, truncation_psi=truncation_psi,
+                              labels=labels, positions=positions)  # fmt: skip
+    return render_path(G, path, batch_size)
+
+
+def walk_labels(
+    cfg: dict[str, Any], cls: str | None = None, classes: list[str] | None = None, attrs: str | None = None,
+    attr_walk: str | None = None,
+) -> torch.Tensor | None:  # fmt: skip
+    """Keyframe labels for `ganforge interpolate`: a class walk (`classes`), an attribute going 0 -> 1 on top of
+    `attrs` (`attr_walk`), one fixed class or attribute set, or class 0 for a class-conditional run given none."""
+    m = cfg["model"]
+    kind = m.get("label_kind") if m.get("conditional") else None
+    if classes is not None:
+        if cls is not None:
+            raise UserError("--class and --classes exclude each other: --classes 0,3,7 walks through classes")
+        if kind != "class":
+            raise UserError("--classes needs a class-conditional run (model.conditional=true on a dataset with "
+                            f"classes); this run is {'conditioned on attributes' if kind else 'not conditional'}")  # fmt: skip
+        return torch.cat([make_labels(cfg, 1, c) for c in classes])  # type: ignore[misc]
+    if attr_walk is not None:
+        if kind != "attributes":
+            raise UserError("--attr-walk needs an attribute-conditional run (e.g. celeba64_cgan); this run is "
+                            f"{'conditioned on classes' if kind else 'not conditional'}")  # fmt: skip
+        names = [str(x) for x in m["label_names"]]
+        lookup = {x.lower(): i for i, x in enumerate(names)}
+        if attr_walk.strip().lower() not in lookup:
+            raise UserError(f"--attr-walk {attr_walk!r}: choose one of {', '.join(names)}")
+        base = make_labels(cfg, 2, None, attrs)
+        assert base is not None
+        base[:, lookup[attr_walk.strip().lower()]] = torch.tensor([0.0, 1.0])
+        return base
+    if kind == "class" and cls is None and attrs is None:
+        cls = "0"
+    return make_labels(cfg, 1, cls, attrs)
+
+
+def frames_to_pil(x: torch.Tensor, upscale: int = 1) -> list[Image.Image]:
+    """NCHW [-1, 1] -> Pillow images ("L" for one channel, "RGB" for three), nearest-neighbour upscaled."""
+    out = []
+    for arr in to_uint8(x):
+        if upscale > 1:
+            arr = arr.repeat(upscale, axis=0).repeat(upscale, axis=1)
+        out.append(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr))
+    return out
+
+
+def save_gif(x: torch.Tensor, path: Path, duration_ms: int = 80, upscale: int = 1) -> Path:
+    """An animated GIF that loops forever (Pillow, no ffmpeg), written atomically. Pillow merges a frame that is
+    identical to the one before it into a longer frame, so the timing is kept even then."""
+    frames = frames_to_pil(x, upscale)
+
+    def write(tmp: str) -> None:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+
+    atomic_write_file(Path(path), write)
+    return Path(path)
+
+
+def _mp4_encoder() -> Any:
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise UserError("--mp4 needs the imageio-ffmpeg package (pip install imageio-ffmpeg); --gif needs "
+                        "nothing extra") from None  # fmt: skip
+    return imageio_ffmpeg
+
+
+def save_mp4(x: torch.Tensor, path: Path, fps: float = 12.5, upscale: int = 1) -> Path:
+    """An H.264 MP4 through imageio-ffmpeg's bundled ffmpeg, the one optional encoder (GIFs need none)."""
+    imageio_ffmpeg = _mp4_encoder()
+    frames = frames_to_pil(x, upscale)
+    w, h = frames[0].size
+
+    def write(tmp: str) -> None:
+        gen = imageio_ffmpeg.write_frames(tmp, (w, h), pix_fmt_in="rgb24", fps=fps, macro_block_size=1,
+                                          output_params=["-f", "mp4"])  # fmt: skip
+        gen.send(None)
+        for im in frames:
+            gen.send(im.convert("RGB").tobytes())
+        gen.close()
+
+    atomic_write_file(Path(path), write)
+    return Path(path)
+
+
+def _check_suffix(path: str | Path, flag: str, suffix: str) -> Path:
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise UserError(f"{flag} {p}: the file name must end in {suffix}")
+    return p
+
+
+def interpolate_to_files(
+    run_dir: str | Path, seeds: list[int], steps: int = 24, *, space: str = "z", mode: str | None = None,
+    loop: bool = False, truncation_psi: float = 1.0, cls: str | None = None, classes: list[str] | None = None,
+    attrs: str | None = None, attr_walk: str | None = None, gif: str | Path | None = None,
+    grid: str | Path | None = None, out_dir: str | Path | None = None, mp4: str | Path | None = None,
+    duration_ms: int = 80, upscale: int = 1, nrow: int | None = None, ema: bool = True, device: str = "cpu",
+    overwrite: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """`ganforge interpolate`: a walk of a run as a GIF, an MP4, a grid PNG and/or one PNG per frame. Every target
+    is checked before anything is generated, and none is replaced without `overwrite`."""
+    if gif is None and grid is None and out_dir is None and mp4 is None:
+        raise UserError("say where the walk goes: --gif FILE.gif, --grid FILE.png, --out FOLDER or --mp4 FILE.mp4")
+    if not 1 <= duration_ms <= 60000:
+        raise UserError(f"--duration is milliseconds per frame, 1 to 60000; got {duration_ms}")
+    if not 1 <= upscale <= 16:
+        raise UserError(f"--upscale must be 1 to 16, got {upscale}")
+    targets = [(gif, "--gif", ".gif"), (grid, "--grid", ".png"), (mp4, "--mp4", ".mp4")]
+    for p, flag, suffix in targets:
+        if p is not None:
+            check_new_file(_check_suffix(p, flag, suffix), overwrite)
+    if mp4 is not None:
+        _mp4_encoder()  # before the work, not after it
+    G, cfg = load_generator(run_dir, ema=ema, device=device)
+    labels = walk_labels(cfg, cls, classes, attrs, attr_walk)
+    path = interpolation_path(G, seeds, steps, space=space, mode=mode, loop=loop, truncation_psi=truncation_psi,
+                              labels=labels)  # fmt: skip
+    x = render_path(G, path)
+    written: dict[str, Any] = {"frames": len(x), "keyframes": path.keyframes}
+    if out_dir is not None:
+        written["files"] = [str(p) for p in save_images(x, Path(out_dir), prefix="frame-", overwrite=overwrite)]
+    if grid is not None:
+        written["grid"] = str(save_grid(x, Path(grid), nrow=nrow or steps, upscale=upscale))
+    if gif is not None:
+        written["gif"] = str(save_gif(x, Path(gif), duration_ms, upscale))
+    if mp4 is not None:
+        written["mp4"] = str(save_mp4(x, Path(mp4), 1000.0 / duration_ms, upscale))
+    return written

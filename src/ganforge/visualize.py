@@ -60,22 +60,18 @@ def nearest_neighbours(run_dir: str | Path, out: str | Path | None = None, *, n:
     Writes a PNG (each row: the sample, then its neighbours, nearest first) and returns the distances
     and, for scale, the median distance between a training image and its own nearest neighbour.
     """
-    from ganforge.metrics.evaluate import _build, default_network, reference_features
+    from ganforge.metrics.evaluate import build_network, default_network, reference_features, subset_indices
     from ganforge.metrics.features import extract
 
     out = check_new_file(Path(out) if out else Path(run_dir) / "nearest.png", overwrite, own_dir=Path(run_dir))
     G, cfg = load_generator(run_dir, ema=ema, device=device)
     d = cfg["data"]
     net_name = network or default_network(d["source"])
-    net = _build(net_name, None)
+    net = build_network(net_name)
     train, _ = reference_features(d["source"], net, resolution=d["resolution"], channels=d["channels"], n=max_train,
                                   data_dir=d["data_dir"], seed=0, device=device, progress=progress)  # fmt: skip
     data = load_dataset(d["source"], d["resolution"], d["channels"], data_dir=d["data_dir"])
-    idx_all = np.arange(len(data.images)) if max_train is None or max_train >= len(data.images) else None
-    if idx_all is None:
-        from ganforge.metrics.evaluate import _subset
-
-        idx_all = _subset(len(data.images), max_train, 0)
+    idx_all = subset_indices(len(data.images), len(data.images) if max_train is None else max_train, 0)
     fakes = sample(G, n, seed=seed)
     ff = extract(net, [fakes], device=device, progress=False)["features"]
     tf = torch.from_numpy(train["features"]).float()

@@ -14,7 +14,6 @@ Decoding (crop, antialiased resize, channel conversion) happens once; see cache.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,20 +94,19 @@ def load_dataset(
     data_dir: str | None = None,
     strict: bool = False,
     cache: bool = True,
-    attributes: Sequence[str] | None = None,
-    crop: str | int | None = None,
+    **options: Any,
 ) -> ImageData:
     """Load `spec` as square `resolution` images with `channels` channels.
 
     IDX data at 28 px, 1 channel (and CIFAR-10 at 32 px, 3 channels) is the original bytes; other
     sizes go through an antialiased bicubic resize. With `cache`, the first call decodes into the
     cache and later calls memory-map it. `strict` turns unreadable files (skipped with a warning
-    otherwise) into a UserError. Options of one dataset (an error for any other): `attributes` picks
-    and orders CelebA attribute columns (default all 40); `crop` is CelebA's crop box, "178"
-    (default), "140" or "108" (see sources/celeba.py).
+    otherwise) into a UserError. `options` are one source's own keywords (an error for any other source;
+    None = not set), e.g. CelebA's `attributes` (pick and order attribute columns) and `crop` ("178",
+    "140" or "108"); see each source's `options`.
     """
     _check(resolution, channels)
-    source = make_source(spec, data_dir, attributes=attributes, crop=crop)
+    source = make_source(spec, data_dir, **options)
     if cache:
         images, labels, classes, meta = load_cached(source, int(resolution), channels, strict)
         kind = meta.get("label_kind")
@@ -122,10 +120,9 @@ def dataset_info(
     spec: str,
     data_dir: str | None = None,
     strict: bool = False,
-    attributes: Sequence[str] | None = None,
-    crop: str | int | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Count, native shape (H, W, C) or None if sizes differ, classes, class counts and the uint8 value
     range of `spec`, read from the files themselves (not the cache), for `ganforge data info`.
     CelebA reports counts per split and each attribute's positive rate instead of class counts."""
-    return make_source(spec, data_dir, attributes=attributes, crop=crop).info(strict)
+    return make_source(spec, data_dir, **options).info(strict)

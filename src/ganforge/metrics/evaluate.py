@@ -21,6 +21,7 @@ import torch
 from ganforge.data import load_dataset, parse_spec
 from ganforge.data.paths import cache_root
 from ganforge.errors import UserError
+from ganforge.metrics.domain import DOMAIN_DATASETS
 from ganforge.metrics.features import FeatureExtractor, build_extractor, extract
 from ganforge.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
 from ganforge.metrics.inception_score import inception_score
@@ -30,10 +31,11 @@ from ganforge.metrics.precision_recall import precision_recall
 ALL_METRICS = ("fid", "kid", "is", "pr")
 STATS_FORMAT = 2  # 2: mean and covariance stored next to the features
 # Domain networks that ganforge ships: offline, and the honest feature space for gray 28x28 data.
-DOMAIN_NETWORKS = {"fashion-mnist": "fashion-mnist-cnn", "mnist": "mnist-cnn"}
+DOMAIN_NETWORKS = {dataset: net for net, dataset in DOMAIN_DATASETS.items()}
 
 
 def default_network(spec: str) -> str:
+    """The feature network a dataset is judged with: its domain CNN where ganforge ships one, else Inception."""
     kind = parse_spec(spec)[0]
     return DOMAIN_NETWORKS.get(kind, "inception-fid")
 
@@ -56,7 +58,8 @@ def _weights_id(net: FeatureExtractor) -> str:
     return h.hexdigest()[:16]
 
 
-def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
+def subset_indices(n_total: int, n: int, seed: int) -> np.ndarray:
+    """A seeded, sorted subset of n of n_total rows (all of them when n >= n_total)."""
     if n >= n_total:
         return np.arange(n_total)
     return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
@@ -86,7 +89,7 @@ def reference_features(
                 return {k: z[k] for k in z.files}, True
         except (OSError, ValueError):
             path.unlink(missing_ok=True)  # damaged: recompute
-    idx = _subset(len(data.images), count, seed)
+    idx = subset_indices(len(data.images), count, seed)
     feats = extract(net, dataset_batches(data.images, idx), device=device, progress=progress, total=len(idx))
     if len(feats["features"]) >= 2:  # FID's Gaussian, computed once: a cached reference costs nothing more
         feats["mu"], feats["sigma"] = gaussian_stats(feats["features"])
@@ -137,40 +140,56 @@ def generated_batches(G: torch.nn.Module, n: int, seed: int, batch_size: int = 2
         yield x
 
 
-def evaluate_run(
-    run_dir: str | Path, *, metrics: str | list[str] = "fid,kid,is", n: int = 10000, network: str | None = None,
-    ref: str | None = None, device: str = "cpu", ema: bool = True, seed: int = 0, inception_weights: str | None = None,
-    progress: bool = True, log: bool = True, n_ref: int | None = None,
+def evaluate_generator(
+    G: torch.nn.Module, cfg: dict[str, Any], *, metrics: str | list[str] = "fid,kid,is", n: int = 10000,
+    network: str | FeatureExtractor | None = None, ref: str | None = None, device: str = "cpu", seed: int = 0,
+    inception_weights: str | None = None, progress: bool = True, n_ref: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Metrics of `n` generated images against a reference source; appended to RUN_DIR/eval.jsonl.
-
-    The reference is the whole source by default (`n_ref=None`: the "full" protocol of StyleGAN's
-    fid50k_full), computed once and cached, so later evaluations only embed the generated images.
-    """
-    from ganforge.generate import load_generator
-
+    """Metrics of `n` images of generator G (trained with config `cfg`) against a reference source (default:
+    its training data), as a record for eval.jsonl. The function behind `ganforge eval` and FID during
+    training; `network` may be a built extractor, so a trainer builds it once."""
     names = parse_metrics(metrics)
     if n < 2:
         raise UserError(f"--n must be at least 2 images, got {n}")
-    G, cfg = load_generator(run_dir, ema=ema, device=device)
     d = cfg["data"]
     ref = ref or d["source"]
-    net_name = network or default_network(d["source"])
-    net = _build(net_name, inception_weights)
+    net = network if isinstance(network, FeatureExtractor) else build_network(network or default_network(d["source"]),
+                                                                             inception_weights)  # fmt: skip
     t0 = time.perf_counter()
     real, cached = reference_features(ref, net, resolution=d["resolution"], channels=d["channels"], n=n_ref,
                                       data_dir=d["data_dir"], seed=seed, device=device, progress=progress)  # fmt: skip
     fake = extract(net, generated_batches(G, n, seed + 1), device=device, progress=progress, total=n)
     result = compute_metrics(real, fake, names)
-    from ganforge.training import checkpoint as ckpt
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "network": net.name, "n": n,
+            "n_ref": int(len(real["features"])), "ref": ref, "ref_cached": cached,
+            "seconds": round(time.perf_counter() - t0, 2), **result}  # fmt: skip
 
-    steps = ckpt.list_checkpoints(Path(run_dir) / "checkpoints")
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": steps[-1][0] if steps else None,
-              "network": net_name, "n": n, "n_ref": int(len(real["features"])), "ref": ref, "ema": ema,
-              "ref_cached": cached, "seconds": round(time.perf_counter() - t0, 2), **result}  # fmt: skip
+
+def evaluate_run(
+    run_dir: str | Path, *, metrics: str | list[str] = "fid,kid,is", n: int = 10000, network: str | None = None,
+    ref: str | None = None, device: str = "cpu", ema: bool = True, seed: int = 0, inception_weights: str | None = None,
+    progress: bool = True, log: bool = True, n_ref: int | None = None, announce: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Metrics of `n` generated images of a run's newest checkpoint; appended to RUN_DIR/eval.jsonl.
+
+    The reference is the whole source by default (`n_ref=None`: the "full" protocol of StyleGAN's
+    fid50k_full), computed once and cached, so later evaluations only embed the generated images.
+    """
+    from ganforge.generate import load_generator
+    from ganforge.training.run import RunDir
+
+    G, cfg = load_generator(run_dir, ema=ema, device=device)
+    if announce:
+        ref_name = ref or cfg["data"]["source"]
+        print(f"evaluating {n:,} samples against {ref_name} ({network or default_network(cfg['data']['source'])} "
+              "features)")  # fmt: skip
+    rec = evaluate_generator(G, cfg, metrics=metrics, n=n, network=network, ref=ref, device=device, seed=seed,
+                             inception_weights=inception_weights, progress=progress, n_ref=n_ref)  # fmt: skip
+    run = RunDir(Path(run_dir), tensorboard=False)
+    latest = run.latest_checkpoint_path()
+    record = {"time": rec.pop("time"), "step": int(latest.stem.split("-")[1]) if latest else None, **rec, "ema": ema}
     if log:
-        with open(Path(run_dir) / "eval.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        run.log_eval(record)
     return record
 
 
@@ -182,7 +201,7 @@ def evaluate_sources(
     """Metrics between any two image sources (folders, zips, dataset specs), like pytorch-fid's CLI."""
     names = parse_metrics(metrics)
     net_name = network or default_network(real)
-    net = _build(net_name, inception_weights)
+    net = build_network(net_name, inception_weights)
     res = resolution or min(int(net.input_size), 128)
     ch = channels or int(net.channels)
     t0 = time.perf_counter()
@@ -195,7 +214,8 @@ def evaluate_sources(
             "resolution": res, "ref_cached": cached, "seconds": round(time.perf_counter() - t0, 2), **result}  # fmt: skip
 
 
-def _build(name: str, inception_weights: str | None) -> FeatureExtractor:
+def build_network(name: str, inception_weights: str | None = None) -> FeatureExtractor:
+    """A feature network by name; Inception takes an optional local weights file."""
     if name == "inception-fid":
         return build_extractor(name, weights=inception_weights)
     return build_extractor(name)

@@ -15,8 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganforge.config import Key, extend_schema
 from ganforge.models.layers import Norm2d, Projection, label_vector, maybe_sn
 from ganforge.models.registry import MODELS, ModelFamily, num_labels
+
+extend_schema("model", {
+    "d_norm": Key("batch", str, "dcgan: normalization in D", choices=("batch", "none")),
+    "d_spectral_norm": Key(False, bool, "dcgan: spectral normalisation of every D weight (sngan always has it)"),
+}, owner="dcgan")  # fmt: skip
 
 
 def _stages(resolution: int) -> tuple[int, int]:

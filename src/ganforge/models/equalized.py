@@ -16,6 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganforge.config import Key, extend_schema
+
+# keys of the families built from these layers (progan, stylegan2)
+extend_schema("model", {
+    "nf_max": Key(512, int, "channel cap of progan/stylegan2 layers (channels double per halving up to it)", min=1,
+                  max=4096),
+    "mbstd_group": Key(4, int, "progan/stylegan2 D: minibatch-stddev group size", min=1, max=1024),
+}, owner="progan/stylegan2")  # fmt: skip
+
 
 class EqualizedLinear(nn.Module):
     def __init__(

@@ -12,8 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganforge.config import Key, extend_schema
 from ganforge.models.layers import label_vector
 from ganforge.models.registry import MODELS, ModelFamily, num_labels
+
+extend_schema("model", {"hidden": Key(256, int, "hidden width of the MLP models", min=1, max=65536)}, owner="mlp")
 
 
 class MLPGenerator(nn.Module):

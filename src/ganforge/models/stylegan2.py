@@ -33,9 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganforge.config import Key, extend_schema
 from ganforge.models.equalized import EqualizedConv2d, EqualizedLinear, MinibatchStd, pixel_norm
 from ganforge.models.layers import label_vector
 from ganforge.models.registry import MODELS, ModelFamily, num_labels
+
+extend_schema("model", {
+    "w_dim": Key(None, int, "stylegan2: size of the intermediate latent w (null = z_dim)", min=1, max=4096, nullable=True),
+    "mapping_layers": Key(8, int, "stylegan2: fully connected layers of the mapping network", min=1, max=32),
+    "mapping_lr_mult": Key(0.01, float, "stylegan2: learning-rate multiplier of the mapping network", min=1e-6, max=1.0),
+    "style_mixing": Key(0.9, float, "stylegan2: probability of style mixing regularization per batch", min=0.0, max=1.0),
+    "w_avg_beta": Key(0.995, float, "stylegan2: decay of the tracked average w (truncation centre)", min=0.0, max=1.0),
+}, owner="stylegan2")  # fmt: skip
 
 SQRT2 = math.sqrt(2.0)
 NOISE_MODES = ("random", "const", "none")

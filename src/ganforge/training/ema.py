@@ -13,14 +13,22 @@ from torch import nn
 
 
 class EMA:
-    def __init__(self, model: nn.Module, decay: float, start: int = 0) -> None:
-        self.decay, self.start = decay, start
+    """`decay` per step, or -- when `kimg` is given -- a half-life of `kimg` thousand real images (StyleGAN's
+    ema_kimg): decay = 0.5 ** (images / (kimg * 1000)) for the images of each step, so the memory in images
+    stays the same when the batch size changes (progressive growing, another GPU count)."""
+
+    def __init__(self, model: nn.Module, decay: float, start: int = 0, kimg: float | None = None) -> None:
+        self.decay, self.start, self.kimg = decay, start, kimg
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def step_decay(self, images: int) -> float:
+        return 0.5 ** (images / (self.kimg * 1000.0)) if self.kimg else self.decay
+
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
+    def update(self, model: nn.Module, step: int, images: int = 0) -> None:
+        """After G update `step`, which consumed `images` real images."""
         # warm-up: a short memory early on, so G_ema is not stuck near the random init
-        decay = 0.0 if step < self.start else min(self.decay, (1 + step) / (10 + step))
+        decay = 0.0 if step < self.start else min(self.step_decay(images), (1 + step) / (10 + step))
         ema_p = list(self.model.parameters())
         src_p = list(model.parameters())
         if decay == 0.0:

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ganforge.config import apply_overrides, load_config, validate
+from ganforge.data.from_config import load_data, resolve_labels
 from ganforge.errors import UserError, warn
+from ganforge.losses import gp_weight
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.run import RunDir, check_run_dir, is_run_dir
-from ganforge.training.trainer import Trainer, load_data, resolve_labels
+from ganforge.training.trainer import Trainer
 
 
 def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -44,7 +46,7 @@ def resolve_checkpoint(path: str | Path) -> ckpt.Checkpoint:
 def _warn_family_mismatch(cfg: dict[str, Any]) -> None:
     """Combinations that train but contradict the paper they come from get a warning, not silence."""
     lc, m = cfg["loss"], cfg["model"]
-    gp = lc["gp_weight"] if lc["gp_weight"] is not None else (10.0 if lc["name"] == "wgan-gp" else 0.0)
+    gp = gp_weight(cfg)
     if gp > 0 and m["name"] == "dcgan" and m["d_norm"] == "batch":
         warn("a gradient penalty with BatchNorm in the critic is ill-defined (Gulrajani et al. 2017); "
              "set model.d_norm=none")

@@ -45,6 +45,26 @@ def check_run_dir(path: Path) -> None:
             raise UserError(f"--run-dir {path} exists and is not empty; choose a new or empty folder")
 
 
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a .jsonl file; a line cut by a crash is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 class RunDir:
     def __init__(self, path: Path, *, tensorboard: bool = True) -> None:
         self.path = Path(path)
@@ -127,26 +147,33 @@ class RunDir:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
-    # -- logging ------------------------------------------------------------------------------------
+    # -- logging: metrics.jsonl (training) and eval.jsonl (evaluations), one JSON object a line ------
+    @property
+    def eval_path(self) -> Path:
+        return self.path / "eval.jsonl"
+
     def log_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        _append_jsonl(self.metrics_path, record)
+
+    def log_eval(self, record: dict[str, Any]) -> None:
+        _append_jsonl(self.eval_path, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.is_file():
-            return []
-        out = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a crash
-        return out
+        return read_jsonl(self.metrics_path)
+
+    def read_eval(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.eval_path)
 
     def truncate_metrics(self, step: int) -> None:
-        """On resume, forget what a killed process logged after its last checkpoint (it is redone)."""
+        """On resume, forget what a killed process logged after its last checkpoint (it is redone): training
+        metrics and the evaluations made during training (those of `ganforge eval` are kept)."""
         keep = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+        if self.eval_path.is_file():
+            evals = self.read_eval()
+            kept = [r for r in evals if r.get("source") != "train" or (r.get("step") or 0) <= step]
+            if len(kept) != len(evals):
+                atomic_write_bytes(self.eval_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def log_text(self, msg: str) -> None:
         with open(self.path / "train.log", "a", encoding="utf-8") as f:

@@ -12,7 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import nn
+
 from ganforge.errors import UserError
+from ganforge.losses import PARTS, Part
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,29 @@ class GrowSchedule:
             alpha = 1.0
             t -= self.fade + self.stable
         return Stage(level, alpha, self.batch_sizes[level])
+
+
+@PARTS.register("grow")
+class Growing(Part):
+    """Progressive growing as a part of the objective: before each batch the models (G, D, G_ema) are put
+    at the stage of `images_seen`, the batch size follows the stage, and reals are faded like G's output."""
+
+    def __init__(self, schedule: GrowSchedule) -> None:
+        self.schedule = schedule
+        self.stage = schedule.stage(0)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], G: nn.Module, D: nn.Module) -> Part | None:
+        return cls(GrowSchedule.from_config(cfg)) if hasattr(G, "set_stage") else None
+
+    def batch_size(self, images_seen: int, models: tuple[nn.Module, ...]) -> int:
+        self.stage = self.schedule.stage(images_seen)
+        for m in models:
+            m.set_stage(self.stage.level, self.stage.alpha)
+        return self.stage.batch_size
+
+    def reals(self, real: torch.Tensor, D: nn.Module) -> torch.Tensor:
+        return D.fade_reals(real)  # reals as blurry as G can be mid-fade
+
+    def progress(self) -> dict[str, float]:
+        return {"resolution": float(self.stage.resolution), "alpha": float(self.stage.alpha)}

@@ -19,25 +19,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge.augment import ADA, DiffAugment
+from ganforge.data.from_config import load_data
 from ganforge.data.pipeline import BatchStream, seeded_generator
-from ganforge.errors import TrainingDiverged, UserError
+from ganforge.device import resolve_device
+from ganforge.errors import TrainingDiverged, UserError, warn
 from ganforge.images import make_grid, save_png
-from ganforge.losses import build_loss
+from ganforge.losses import DStep, GStep
 from ganforge.models import build_discriminator, build_generator
-from ganforge.regularizers import gradient_penalty, path_length_penalty, r1_penalty
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.ema import EMA
+from ganforge.training.objective import Objective
 from ganforge.training.run import RunDir
-from ganforge.training.schedule import GrowSchedule
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return torch.device(name)
 
 
 # --- RNG state <-> JSON: resume restores every random stream the step consumes ----------------------
@@ -65,49 +57,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
-
-
-def load_data(cfg: dict[str, Any]) -> Any:
-    from ganforge.data import load_dataset
-
-    d = cfg["data"]
-    kw: dict[str, Any] = {"strict": d["strict"]}
-    if d["attributes"]:
-        kw["attributes"] = [a.strip() for a in d["attributes"].split(",") if a.strip()]
-    if d["crop"]:
-        kw["crop"] = d["crop"]
-    data = load_dataset(d["source"], d["resolution"], d["channels"], d["data_dir"], **kw)
-    return subset(data, d.get("limit"))
-
-
-def subset(data: Any, limit: int | None) -> Any:
-    """A fixed random subset of `limit` images (the same for every run and seed, so limited-data runs of
-    different models see the same images); the data itself when it has no more than `limit`."""
-    if not limit or limit >= len(data.images):
-        return data
-    import copy
-
-    idx = np.sort(np.random.default_rng(0).permutation(len(data.images))[:limit])
-    out = copy.copy(data)
-    out.images = np.asarray(data.images[idx])
-    out.labels = None if data.labels is None else np.asarray(data.labels)[idx]
-    return out
-
-
-def resolve_labels(cfg: dict[str, Any], data: Any) -> dict[str, Any]:
-    """Fill model.num_labels / label_kind / label_names from the data, so config.yaml describes the
-    conditional model completely (sampling by class name needs nothing but the run directory)."""
-    m = cfg["model"]
-    if not m["conditional"]:
-        return cfg
-    if data.labels is None or not data.classes:
-        raise UserError(
-            f"model.conditional=true but {cfg['data']['source']!r} has no labels; use a dataset with classes, "
-            "class sub-folders, or CelebA attributes (data.attributes=...)"
-        )
-    kind = getattr(data, "label_kind", None) or ("attributes" if np.asarray(data.labels).ndim == 2 else "class")
-    m.update(num_labels=len(data.classes), label_kind=kind, label_names=[str(c) for c in data.classes])
-    return cfg
 
 
 def fixed_labels(cfg: dict[str, Any], data: Any, n: int, device: torch.device) -> torch.Tensor:
@@ -148,29 +97,13 @@ class Trainer:
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
-        lc = cfg["loss"]
-        self.loss = build_loss(lc["name"])
-        self.gp_weight = self.loss.default_gp if lc["gp_weight"] is None else lc["gp_weight"]
-        self.r1_gamma, self.r1_every = lc["r1_gamma"], lc["r1_every"]
-        self.drift = lc["drift"]
-        self.pl_weight, self.pl_every, self.pl_decay = lc["pl_weight"], lc["pl_every"], lc["pl_decay"]
-        if self.pl_weight and not hasattr(self.G, "mapping"):
-            raise UserError(f"loss.pl_weight needs a style-based generator (stylegan2), not {cfg['model']['name']!r}; "
-                            "set loss.pl_weight=0")  # fmt: skip
-        self.pl_mean = torch.zeros((), device=self.device)
+        # the loss and every part the config turns on (regularizers, augmentation, growing schedule)
+        self.objective = Objective.from_config(cfg, self.G, self.D)
         self.d_steps = t["d_steps"]
-        a = cfg["augment"]
-        self.augment: Any = None
-        if a["name"] == "diffaugment":
-            self.augment = DiffAugment(a["policy"])
-        elif a["name"] == "ada":
-            self.augment = ADA(a["ada_p"], a["ada_pipeline"], a["ada_target"], a["ada_speed"], a["ada_interval"])
-        # progressive growing: the stage (resolution, fade-in alpha, batch size) follows the images shown
-        self.grow = GrowSchedule.from_config(cfg) if hasattr(self.G, "set_stage") else None
         self.images_seen = 0
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t["lr_g"], betas=(t["beta1"], t["beta2"]))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t["lr_d"], betas=(t["beta1"], t["beta2"]))
-        self.ema = EMA(self.G, t["ema_decay"], t["ema_start"]) if t["ema"] else None
+        self.ema = EMA(self.G, t["ema_decay"], t["ema_start"], t["ema_kimg"]) if t["ema"] else None
         self.stream = BatchStream(
             data.images, data.labels, t["batch_size"], self.seed, self.device,
             hflip=cfg["data"]["hflip"], channels_last=self.channels_last,
@@ -179,80 +112,62 @@ class Trainer:
         n = t["n_samples"]
         self.fixed_z = torch.randn(n, self.z_dim, generator=seeded_generator(self.seed, -1)).to(self.device)
         self.fixed_labels = fixed_labels(cfg, data, n, self.device) if self.conditional else None
+        self.train_seconds = 0.0  # wall-clock spent training (not evaluating), carried across resumes
+        self._evaluator: Any = None
         self.step = 0  # G updates
         self.d_iter = 0  # D updates (= batches drawn); differs from step when d_steps > 1
         self._stop: str | None = None
         self._last: dict[str, float] = {}
-        self._set_stage()
+        self._batch_size = self._prepare_batch()
 
     # ---------------------------------------------------------------------------------------------
-    def _aug(self, x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-        return x if self.augment is None else self.augment(x, rng)
+    def _models(self) -> tuple[torch.nn.Module, ...]:
+        return (self.G, self.D) + ((self.ema.model,) if self.ema is not None else ())
 
-    def _set_stage(self) -> int | None:
-        """Progressive growing: put G, D (and G_ema) at the stage of `images_seen`; its batch size."""
-        if self.grow is None:
-            return None
-        st = self.grow.stage(self.images_seen)
-        for m in (self.G, self.D) + ((self.ema.model,) if self.ema is not None else ()):
-            m.set_stage(st.level, st.alpha)
-        self._stage = st
-        return st.batch_size
+    def _prepare_batch(self) -> int:
+        """Let the parts set the models up for `images_seen` (growing); the size of the next batch."""
+        size = self.objective.batch_size(self.images_seen, self._models())
+        return self.cfg["train"]["batch_size"] if size is None else size
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """`d_steps` D updates, then one G update. Every random draw comes from a generator seeded by
         (seed, counter), so the step is a pure function of the checkpointed state."""
-        G, D, loss, aug = self.G, self.D, self.loss, self._aug
+        G, D, obj = self.G, self.D, self.objective
+        logged: dict[str, torch.Tensor] = {}
         for _ in range(self.d_steps):
-            real, labels = self.stream.next(self.d_iter, self._set_stage())
-            if self.grow is not None:  # progressive growing: reals as blurry as G can be mid-fade
-                real = D.fade_reals(real)
+            real, labels = self.stream.next(self.d_iter, self._prepare_batch())
+            real = obj.reals(real, D)
             labels = labels if self.conditional else None
             rng = seeded_generator(self.seed + 2, self.d_iter, self.device)
             z = torch.randn(real.shape[0], self.z_dim, device=self.device, generator=rng)
 
-            # (1) D: tell real from fake (plus the regularizers of the family)
+            # (1) D: tell real from fake, plus the terms of the objective's parts
             fake = G(z, labels)
-            real_a, fake_a = aug(real, rng), aug(fake.detach(), rng)
+            real_a, fake_a = obj.augment(real, rng), obj.augment(fake.detach(), rng)
             d_real = D(real_a, labels)
-            loss_d = loss.d_loss(d_real, D(fake_a, labels))
-            total = loss_d
-            if self.drift:  # ProGAN: keeps the critic's output from drifting away from 0
-                total = total + self.drift * d_real.square().mean()
-            if self.gp_weight:
-                gp = gradient_penalty(D, real_a, fake_a, labels, rng)
-                total = total + self.gp_weight * gp
-            if self.r1_gamma and self.d_iter % self.r1_every == 0:
-                r1 = r1_penalty(D, real_a, labels)
-                total = total + (self.r1_gamma / 2) * self.r1_every * r1  # lazy: k times the weight, 1/k as often
+            loss_d = obj.loss.d_loss(d_real, D(fake_a, labels))
+            s = DStep(G, D, real_a, fake_a, d_real, labels, rng, self.d_iter)
+            total = obj.d_total(loss_d, s, logged)
             self.opt_D.zero_grad(set_to_none=True)
             total.backward()
             self.opt_D.step()
-            if isinstance(self.augment, ADA):  # ADA: p follows the overfitting heuristic E[sign(D(real))]
-                self.augment.accumulate(d_real.detach())
-                self.augment.adjust(real.shape[0])
+            obj.after_d_step(s)
             self.d_iter += 1
             self.images_seen += real.shape[0]
 
         # (2) G: fool D. D's weights are frozen here, so backward skips their (unused) gradients.
         D.requires_grad_(False)
-        loss_g = loss.g_loss(D(aug(fake, rng), labels))
-        total_g = loss_g
-        if self.pl_weight and self.step % self.pl_every == 0:  # lazy path-length regularization
-            pl, self.pl_mean = path_length_penalty(G, z, labels, self.pl_mean, self.pl_decay, rng)
-            total_g = total_g + self.pl_weight * self.pl_every * pl
+        loss_g = obj.loss.g_loss(D(obj.augment(fake, rng), labels))
+        total_g = obj.g_total(loss_g, GStep(G, z, labels, rng, self.step), logged)
         self.opt_G.zero_grad(set_to_none=True)
         total_g.backward()
         self.opt_G.step()
         D.requires_grad_(True)
 
         if self.ema is not None:
-            self.ema.update(G, self.step)
+            self.ema.update(G, self.step, real.shape[0] * self.d_steps)
         self.step += 1
-        out = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
-        if self.gp_weight:
-            out["gp"] = gp.detach()
-        return out
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), **logged}
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -283,9 +198,7 @@ class Trainer:
         return path
 
     def _warn(self, msg: str) -> None:
-        if self.run is not None:
-            self.run.log_text("WARNING " + msg)
-        print(f"ganforge: warning: {msg}", file=sys.stderr)
+        warn(msg, self.run.log_text if self.run is not None else None)
 
     # --- checkpoints -------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -298,8 +211,8 @@ class Trainer:
         tensors.update(td)
         meta = {
             "images_seen": self.images_seen,
-            "ada": self.augment.state_dict() if isinstance(self.augment, ADA) else None,
-            "pl_mean": float(self.pl_mean),
+            "train_seconds": round(self.train_seconds, 3),
+            "parts": self.objective.state_dict(),
             "config": self.cfg,
             "rng": rng_state(),
             "data": self.stream.state_dict(),
@@ -341,20 +254,18 @@ class Trainer:
         ckpt.load_module("G", self.G, c.tensors, what)
         ckpt.load_module("D", self.D, c.tensors, what)
         if self.ema is not None:
-            prefix = "G_ema" if any(k.startswith("G_ema.") for k in c.tensors) else "G"
-            ckpt.load_module(prefix, self.ema.model, c.tensors, what)
+            ckpt.load_module(c.generator_prefix(), self.ema.model, c.tensors, what)
         ckpt.load_optimizer("opt_G", self.opt_G, c.tensors, c.meta["optim"]["opt_G"])
         ckpt.load_optimizer("opt_D", self.opt_D, c.tensors, c.meta["optim"]["opt_D"])
         self.step = c.step
+        self.train_seconds = float(c.meta.get("train_seconds", 0.0))
         self.d_iter = int(c.meta.get("d_iter", c.step * self.d_steps))
         self.images_seen = int(c.meta.get("images_seen", self.d_iter * self.cfg["train"]["batch_size"]))
-        self.pl_mean.fill_(float(c.meta.get("pl_mean", 0.0)))
-        if isinstance(self.augment, ADA):
-            if c.meta.get("ada") is None:
-                raise UserError(f"{c.path.name} was saved without ADA state (augment.name differs); resume with the "
-                                "augment settings the run was started with")  # fmt: skip
-            self.augment.load_state_dict(c.meta["ada"])
-        self._set_stage()
+        try:
+            self.objective.load_state_dict(c.meta.get("parts"), c.meta)
+        except UserError as e:
+            raise UserError(f"{c.path.name}: {e}") from None
+        self._batch_size = self._prepare_batch()
         self.stream.load_state_dict(c.meta["data"])
         set_rng_state(c.meta["rng"])
         self._last = c.meta.get("losses", {})
@@ -366,8 +277,41 @@ class Trainer:
         if any(k.startswith("D.") for k in c.tensors):
             ckpt.load_module("D", self.D, c.tensors, what)
         if self.ema is not None:
-            prefix = "G_ema" if any(k.startswith("G_ema.") for k in c.tensors) else "G"
-            ckpt.load_module(prefix, self.ema.model, c.tensors, what)
+            ckpt.load_module(c.generator_prefix(), self.ema.model, c.tensors, what)
+
+    # --- evaluation during training ------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any] | None:
+        """FID (and friends) of the sampling generator now, appended to eval.jsonl with the step, images seen
+        and training wall-clock; the best FID so far is kept as checkpoints/best/ (never pruned). A failure
+        (e.g. feature-network weights missing) warns and turns evaluation off instead of ending the run."""
+        t = self.cfg["train"]
+        if self.run is None or not t["eval_every"] or self._evaluator is False:
+            return None
+        from ganforge.metrics.evaluate import build_network, default_network, evaluate_generator
+
+        try:
+            if self._evaluator is None:
+                self._evaluator = build_network(t["eval_network"] or default_network(self.cfg["data"]["source"]))
+            rec = evaluate_generator(self.sampler, self.cfg, metrics=t["eval_metrics"], n=t["eval_n"],
+                                     network=self._evaluator, device=str(self.device), progress=False)  # fmt: skip
+        except UserError as e:
+            self._evaluator = False
+            self._warn(f"evaluation during training is off for this run: {e}")
+            return None
+        rec.update(step=self.step, images_seen=self.images_seen, train_seconds=round(self.train_seconds, 2),
+                   ema=self.ema is not None, source="train")  # fmt: skip
+        self.run.log_eval(rec)
+        if self.run.tb is not None:
+            for k in ("fid", "kid", "is", "precision", "recall"):
+                if k in rec:
+                    self.run.tb.add_scalar(f"eval/{k}", rec[k], self.step)
+        if "fid" in rec:
+            best = [r["fid"] for r in self.run.read_eval() if r.get("source") == "train" and "fid" in r]
+            if rec["fid"] <= min(best):
+                tensors, meta = self.state()
+                ckpt.save_checkpoint(self.run.path / "checkpoints" / "best", self.step, tensors,
+                                     {**meta, "fid": rec["fid"]}, keep=1)  # fmt: skip
+        return rec
 
     # --- the loop ----------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -376,7 +320,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train up to `train.steps`; returns a summary. Raises TrainingDiverged on NaN/inf."""
         t = self.cfg["train"]
-        total, bs = t["steps"], t["batch_size"]
+        total = t["steps"]
         old = {}
         for s in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -386,8 +330,9 @@ class Trainer:
         pbar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=self.quiet,
                     dynamic_ncols=True, mininterval=0.5, file=sys.stderr)  # fmt: skip
         is_cuda = self.device.type == "cuda"
-        tic, tic_step = time.perf_counter(), self.step
+        tic, tic_images = time.perf_counter(), self.images_seen
         try:
+            mark = time.perf_counter()
             while self.step < total and self._stop is None:
                 out = self.train_step()
                 logging = self.step % t["log_every"] == 0 or self.step == total
@@ -398,8 +343,8 @@ class Trainer:
                     self._last = values
                 if logging:
                     now = time.perf_counter()
-                    ips = (self.step - tic_step) * bs / max(now - tic, 1e-9)
-                    tic, tic_step = now, self.step
+                    ips = (self.images_seen - tic_images) / max(now - tic, 1e-9)  # real images D saw
+                    tic, tic_images = now, self.images_seen
                     self._log(ips)
                     extra = {k: f"{v:.3g}" for k, v in self.progress().items() if k in ("ada_p", "resolution", "alpha")}
                     pbar.set_postfix(D=f"{self._last['loss_d']:.3f}", G=f"{self._last['loss_g']:.3f}",
@@ -409,6 +354,12 @@ class Trainer:
                     self.save_samples()
                 if t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
                     self.save_checkpoint()
+                now = time.perf_counter()
+                self.train_seconds += now - mark  # sampling and checkpoints count; evaluation does not
+                if t["eval_every"] and (self.step % t["eval_every"] == 0 or self.step == total):
+                    self.evaluate()
+                    tic += time.perf_counter() - now  # img/s measures training only
+                mark = time.perf_counter()
         finally:
             pbar.close()
             for s, h in old.items():
@@ -432,18 +383,9 @@ class Trainer:
         return {"step": self.step, "stopped_by": self._stop, **self._last}
 
     def progress(self) -> dict[str, float]:
-        """The state behind the losses: ADA's p, the growing stage, the path-length target."""
-        out: dict[str, float] = {}
-        if isinstance(self.augment, ADA):
-            out["ada_p"] = float(self.augment.p)
-            if self.augment.r_t is not None:
-                out["ada_rt"] = float(self.augment.r_t)  # the overfitting heuristic p follows
-        if self.grow is not None:
-            out["resolution"] = float(self._stage.resolution)
-            out["alpha"] = float(self._stage.alpha)
-        if self.pl_weight:
-            out["pl_mean"] = float(self.pl_mean)
-        return out
+        """The state behind the losses, from the objective's parts: ADA's p, the growing stage, the
+        path-length target."""
+        return self.objective.progress()
 
     def _log(self, ips: float) -> None:
         rec = {"step": self.step, "images_seen": self.images_seen, **self._last, **self.progress(),

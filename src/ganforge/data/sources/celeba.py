@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganforge.config import Key, extend_schema
 from ganforge.data.paths import datasets_dir
 from ganforge.data.sources.base import SOURCES, DataWarning, Decoded, Sink, SkippedFileWarning, Source, prepare
 from ganforge.data.sources.folder import (
@@ -49,6 +50,13 @@ from ganforge.data.sources.folder import (
     decode_image,
 )
 from ganforge.errors import UserError
+
+# CelebA's options (load_dataset keywords of the same names), declared here with the code that reads them
+extend_schema("data", {
+    "attributes": Key(None, str, "CelebA: comma list of attributes to condition on, e.g. Male,Smiling", nullable=True),
+    "crop": Key(None, str, "CelebA face crop before resizing: 178 (center, default), 140 or 108",
+                choices=("178", "140", "108"), nullable=True),
+}, owner="celeba")  # fmt: skip
 
 CELEBA_PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 IMG_FOLDER = "img_align_celeba"

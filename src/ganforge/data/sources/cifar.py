@@ -15,6 +15,7 @@ and extracted safely (see data/archive.py) if missing.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -224,9 +225,19 @@ class Cifar10Source(Source):
             return cached
         return self._extract(self._download(), check_md5=False)
 
+    def _extract_dir(self, archive: Path) -> Path:
+        """Where an archive is extracted in the cache (a --data-dir may be read-only). A user's archive gets a
+        folder of its own, keyed by its path, size and mtime: an intact copy extracted earlier from another
+        archive (or the download) must never stand in for the archive the user pointed at."""
+        if archive.resolve() == (self.download_dir / ARCHIVE).resolve():
+            return self.download_dir / FOLDER
+        st = archive.stat()
+        key = hashlib.sha256(f"{archive.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        return self.download_dir / "from-data-dir" / key / FOLDER
+
     def _extract(self, archive: Path, check_md5: bool) -> Path:
-        """Extract into the cache (a --data-dir may be read-only), replacing an incomplete earlier copy."""
-        dest = self.download_dir / FOLDER
+        """Extract into the cache, replacing an incomplete earlier extraction of the same archive."""
+        dest = self._extract_dir(archive)
         if self._complete(dest):
             return dest
         # download() checks what it fetches; a hand-placed copy is checked here, once, when extracted.

@@ -1,0 +1,144 @@
+"""The objective's parts: chosen from the config, composed by the trainer, checkpointed; EMA in images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAST, synthetic_data
+
+from ganforge.config import load_config
+from ganforge.errors import UserError
+from ganforge.losses import PARTS, DStep, Part, Terms, gp_weight
+from ganforge.training.ema import EMA
+from ganforge.training.objective import Objective
+from ganforge.training.trainer import Trainer
+
+
+def _parts(*over: str) -> list[str]:
+    cfg = load_config("fashion_mnist_dcgan", ["model.nf=8", *over])
+    from ganforge.models import build_discriminator, build_generator
+
+    return list(Objective.from_config(cfg, build_generator(cfg), build_discriminator(cfg)).parts)
+
+
+def test_parts_follow_the_config_in_a_fixed_order():
+    assert _parts() == []
+    assert _parts("loss.name=wgan-gp", "model.d_norm=none") == ["gp"]
+    assert _parts("loss.name=wgan-gp", "loss.gp_weight=0", "model.d_norm=none") == []
+    assert _parts("augment.name=ada", "loss.drift=0.001", "loss.r1_gamma=1", "loss.gp_weight=5") == [
+        "augment", "drift", "gp", "r1"]  # fmt: skip
+    with pytest.raises(UserError, match="loss.pl_weight needs a style-based generator"):
+        _parts("loss.pl_weight=2")
+
+
+def test_gp_default_has_one_owner():
+    assert gp_weight(load_config(None, ["loss.name=wgan-gp"])) == 10.0
+    assert gp_weight(load_config(None, ["loss.name=hinge"])) == 0.0
+    assert gp_weight(load_config(None, ["loss.name=wgan-gp", "loss.gp_weight=3"])) == 3.0
+
+
+class _Probe(Part):
+    """A test-only part: adds w * mean(D(real)) to D's loss, logs it, counts D steps, checkpoints the count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @classmethod
+    def from_config(cls, cfg, G, D):  # noqa: ANN001
+        return cls()
+
+    logged = ("probe",)
+
+    def d_terms(self, s: DStep) -> Terms:
+        return {"probe": (0.5, s.d_real.mean())}
+
+    def after_d_step(self, s: DStep) -> None:
+        self.count += 1
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self.count = state["count"] if state else 0
+
+
+def test_a_new_part_is_one_registration_and_the_trainer_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(PARTS._items, "probe", _Probe)
+    data = synthetic_data(n=64)
+    cfg = load_config("fashion_mnist_dcgan", FAST + ["train.steps=3", "train.d_steps=2", "train.tensorboard=false"])
+    tr = Trainer(cfg, None, data=data, quiet=True)
+    out = tr.train_step()
+    assert "probe" in out and torch.isfinite(out["probe"])
+    assert tr.objective.parts["probe"].count == 2  # after_d_step ran after each of the 2 D updates
+    _, meta = tr.state()
+    assert meta["parts"]["probe"] == {"count": 2}
+    tr2 = Trainer(cfg, None, data=data, quiet=True)
+    tr2.objective.load_state_dict(meta["parts"], meta)
+    assert tr2.objective.parts["probe"].count == 2
+
+
+def test_legacy_checkpoint_meta_restores_part_state():
+    cfg = load_config("fashion_mnist_dcgan", ["model.nf=8", "augment.name=ada", "augment.ada_p=0.0"])
+    from ganforge.models import build_discriminator, build_generator
+
+    obj = Objective.from_config(cfg, build_generator(cfg), build_discriminator(cfg))
+    state = dict(obj.parts["augment"].fn.state_dict(), p=0.25)
+    obj.load_state_dict(None, {"ada": state, "pl_mean": 0.0})  # a checkpoint from before parts existed
+    assert obj.parts["augment"].fn.p == 0.25
+    with pytest.raises(UserError, match="without ADA state"):
+        obj.load_state_dict(None, {"pl_mean": 0.0})
+
+
+def test_ema_half_life_in_images_is_independent_of_the_batch():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.999, kimg=8.8)
+    # after 8,800 images the old weights keep half their weight, whether seen in batches of 16 or 64
+    for batch in (16, 64):
+        assert ema.step_decay(batch) ** (8800 / batch) == pytest.approx(0.5, rel=1e-9)
+    assert EMA(model, decay=0.999).step_decay(64) == 0.999  # the old per-step key still works
+    with torch.no_grad():
+        src = torch.nn.Linear(2, 2)
+        for p in src.parameters():
+            p.fill_(1.0)
+        for p in ema.model.parameters():
+            p.fill_(0.0)
+    ema.update(src, step=10_000, images=64)  # past the warm-up
+    d = 0.5 ** (64 / 8800)
+    assert torch.allclose(ema.model.weight, torch.full((2, 2), 1 - d), atol=1e-7)
+
+
+def test_evaluation_during_training_logs_keeps_best_and_resumes_exactly(tmp_path):
+    """train.eval_every: eval.jsonl gets step, images seen and training time; checkpoints/best holds the best FID;
+    evaluating does not disturb training (10 steps == 5 + resume + 5, bitwise) and a resume drops nothing."""
+    from conftest import png_folder
+
+    from ganforge.training import checkpoint as ckpt
+    from ganforge.training.launch import train
+    from ganforge.training.run import RunDir
+
+    folder = png_folder(tmp_path / "imgs", 64)
+    over = FAST + [f"data.source={folder}", "train.eval_every=5", "train.eval_n=64", "train.eval_metrics=fid,kid",
+                   "train.eval_network=fashion-mnist-cnn", "train.checkpoint_every=5", "train.tensorboard=false"]  # fmt: skip
+    a, _ = train("fashion_mnist_dcgan", over + ["train.steps=10"], run_dir=tmp_path / "a", quiet=True)
+    b, _ = train("fashion_mnist_dcgan", over + ["train.steps=5"], run_dir=tmp_path / "b", quiet=True)
+    train(None, ["train.steps=10"], resume=b.path, quiet=True)
+    ea, eb = RunDir(a.path).read_eval(), RunDir(b.path).read_eval()
+    assert [r["step"] for r in ea] == [5, 10] == [r["step"] for r in eb]
+    assert [r["images_seen"] for r in ea] == [80, 160]
+    assert all(r["source"] == "train" and r["network"] == "fashion-mnist-cnn" and r["n"] == 64 for r in ea)
+    assert 0 < ea[0]["train_seconds"] < ea[1]["train_seconds"]
+    assert [r["fid"] for r in ea] == [r["fid"] for r in eb]  # the same generator at the same steps
+    ca, cb = ckpt.latest_checkpoint(a.checkpoints)[0], ckpt.latest_checkpoint(b.checkpoints)[0]
+    assert all(torch.equal(ca.tensors[k], cb.tensors[k]) for k in ca.tensors)
+    best, _ = ckpt.latest_checkpoint(a.path / "checkpoints" / "best")
+    assert best.meta["fid"] == min(r["fid"] for r in ea) and best.step == min(ea, key=lambda r: r["fid"])["step"]
+
+
+def test_evaluation_failure_warns_and_training_goes_on(tmp_path, capsys):
+    from ganforge.training.launch import train
+    from ganforge.training.run import RunDir
+
+    over = FAST + ["train.eval_every=2", "train.eval_network=no-such-net", "train.steps=4", "train.tensorboard=false"]
+    run, summary = train("fashion_mnist_dcgan", over, run_dir=tmp_path / "r", data=synthetic_data(n=64), quiet=True)
+    assert summary["step"] == 4 and RunDir(run.path).read_eval() == []
+    assert "evaluation during training is off for this run" in capsys.readouterr().err
