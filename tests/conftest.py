@@ -13,6 +13,14 @@ import numpy as np
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Module- and session-scoped fixtures run before any function-scoped one: give the whole session a
+    private cache from the start, so nothing a test does can write into the user's ~/.cache/ganforge."""
+    import tempfile
+
+    os.environ["GANFORGE_CACHE"] = tempfile.mkdtemp(prefix="ganforge-test-cache-")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.cache: every test session gets its own ganforge cache."""

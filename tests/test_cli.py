@@ -170,3 +170,13 @@ def test_demo_command_is_idempotent(tmp_path, capsys):
     assert "step 3" in out and (run / "samples" / "step-00000003.png").is_file()
     rc, out, err = run_cli(["demo", "--run-dir", run, "--steps", "3", "--no-eval"], capsys)
     assert rc == 0 and "already trained" in out
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    png_folder(tmp_path / "imgs", 32)
+    rc, out, err = run_cli(["train", "fashion_mnist_dcgan", "--run-dir", tmp_path / "r", "--quiet", *FAST,
+                            f"data.source={tmp_path / 'imgs'}", "train.steps=2"], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "step 2" in out
+    rc, _, err = run_cli(["train", "fashion_mnist_dcgan", "--quiet", "stray"], capsys)
+    assert rc == 2 and "unrecognized arguments: stray" in err

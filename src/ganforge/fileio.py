@@ -28,17 +28,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_file(path: Path, write: Callable[[str], None]) -> None:
+def _default_mode() -> int:
+    """rw-r--r-- under the usual umask: mkstemp's private 0600 is wrong for files meant to be shared."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_file(
+    path: Path, write: Callable[[str], None], before_rename: Callable[[str], None] | None = None,
+    tmp_prefix: str | None = None,
+) -> None:  # fmt: skip
     """`write(tmp_path)` fills a temp file beside `path`; it is fsynced and renamed over `path`.
-    For writers that want a file name (safetensors, matplotlib, Pillow) rather than bytes."""
+    For writers that want a file name (safetensors, matplotlib, numpy) rather than bytes. `before_rename(tmp)`
+    runs on the complete, fsynced file (e.g. to hash it) before it appears under its real name. The temp file
+    is `.<name>.<random>.tmp` (or `<tmp_prefix><random>.tmp`), hidden, and recognisable as a leftover."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix or f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

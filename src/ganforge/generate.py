@@ -17,7 +17,7 @@ from ganforge.data.pipeline import seeded_generator
 from ganforge.device import resolve_device
 from ganforge.errors import UserError
 from ganforge.fileio import atomic_write_file
-from ganforge.images import check_new_file, save_grid, save_images, to_uint8
+from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_uint8
 from ganforge.models import build_generator
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.run import RunDir
@@ -99,7 +99,8 @@ def sample(
     G: torch.nn.Module, n: int, *, seed: int = 0, batch_size: int = 256, labels: torch.Tensor | None = None,
     truncation_psi: float = 1.0,
 ) -> torch.Tensor:  # fmt: skip
-    """n images in [-1, 1] (NCHW, CPU). The same seed gives the same images, whatever the batch size.
+    """n images in [-1, 1] (NCHW, CPU). The same seed gives the same latents whatever the batch size, so the
+    same images (bitwise for conv models; within ~1e-6 for stylegan2 on CPU, whose matmuls round per batch size).
     `truncation_psi` < 1 trades variety for typicality on style-based models (1 = plain sampling)."""
     kwargs = {}
     if truncation_psi != 1.0:
@@ -413,12 +414,7 @@ def walk_labels(
 
 def frames_to_pil(x: torch.Tensor, upscale: int = 1) -> list[Image.Image]:
     """NCHW [-1, 1] -> Pillow images ("L" for one channel, "RGB" for three), nearest-neighbour upscaled."""
-    out = []
-    for arr in to_uint8(x):
-        if upscale > 1:
-            arr = arr.repeat(upscale, axis=0).repeat(upscale, axis=1)
-        out.append(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr))
-    return out
+    return [to_pil(arr, upscale) for arr in to_uint8(x)]
 
 
 def save_gif(x: torch.Tensor, path: Path, duration_ms: int = 80, upscale: int = 1) -> Path:

@@ -52,15 +52,23 @@ def check_new_file(path: Path, overwrite: bool = False, own_dir: Path | None = N
     return path
 
 
-def _pil(arr: np.ndarray) -> Image.Image:
+def to_pil(arr: np.ndarray, upscale: int = 1) -> Image.Image:
+    """An HWC uint8 array as a Pillow image ("L" for one channel, "RGB" for three), nearest-neighbour upscaled."""
+    if upscale > 1:
+        arr = arr.repeat(upscale, axis=0).repeat(upscale, axis=1)
     return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, "L" if arr.shape[-1] == 1 else "RGB")
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """An HWC uint8 array encoded as PNG."""
+    buf = io.BytesIO()
+    to_pil(arr).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def save_png(arr: np.ndarray, path: Path) -> Path:
     """Save an HWC uint8 array atomically (temp file + rename)."""
-    buf = io.BytesIO()
-    _pil(arr).save(buf, format="PNG")
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), png_bytes(arr))
     return Path(path)
 
 
@@ -85,5 +93,5 @@ def save_images(
                         "choose an empty --out folder or pass --overwrite")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     for p, arr in zip(paths, to_uint8(x), strict=True):
-        _pil(arr).save(p)
+        to_pil(arr).save(p)
     return paths

@@ -20,7 +20,9 @@ from ganforge.errors import TrainingDiverged, UserError, warn
 MODULES = [
     "ganforge.cli.train",
     "ganforge.cli.sample",
+    "ganforge.cli.use",
     "ganforge.cli.evaluate",
+    "ganforge.cli.report",
     "ganforge.cli.info",
 ]
 
@@ -60,7 +62,12 @@ def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         parser = build_parser()
-        a = parser.parse_args(argv)
+        a, extra = parser.parse_known_args(argv)
+        if extra:  # `train CONFIG --quiet key=value`: overrides may follow options too
+            if isinstance(getattr(a, "args", None), list) and all("=" in x and not x.startswith("-") for x in extra):
+                a.args += extra
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if a.command is None:
             parser.print_help()
             return EXIT_USER

@@ -21,6 +21,7 @@ import torch
 from ganforge.data import load_dataset, parse_spec
 from ganforge.data.paths import cache_root
 from ganforge.errors import UserError
+from ganforge.fileio import atomic_write_file
 from ganforge.metrics.domain import DOMAIN_DATASETS
 from ganforge.metrics.features import FeatureExtractor, build_extractor, extract
 from ganforge.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
@@ -94,10 +95,11 @@ def reference_features(
     if len(feats["features"]) >= 2:  # FID's Gaussian, computed once: a cached reference costs nothing more
         feats["mu"], feats["sigma"] = gaussian_stats(feats["features"])
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{time.time_ns()}.tmp.npz")
-        np.savez(tmp, **feats)
-        tmp.replace(path)
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **feats)
+
+        atomic_write_file(path, write)
     return feats, False
 
 

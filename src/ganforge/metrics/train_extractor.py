@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from tqdm import tqdm
 from ganforge import __version__
 from ganforge.data import load_dataset
 from ganforge.errors import UserError
+from ganforge.fileio import atomic_write_bytes
 from ganforge.metrics.domain import (
     DOMAIN_DATASETS,
     FORMAT,
@@ -114,27 +113,11 @@ def evaluate_accuracy(model: DomainCNN, images: Tensor, labels: Tensor, batch_si
     return correct / len(images)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file beside `path`, fsync, rename: a crash never leaves half a weights file under the real name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; weights are meant to be shipped and shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: DomainCNN, path: Path, meta: dict[str, Any]) -> None:
     """Write the state dict as safetensors with `meta` (plus format and tensor checksum) as JSON metadata."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, **meta, "tensors_sha256": tensors_sha256(tensors)}
-    _atomic_write(path, safetensors_bytes(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
 
 
 def train_extractor(

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from torch import nn
 from ganforge import __version__
 from ganforge.config import short
 from ganforge.errors import UserError
-from ganforge.fileio import atomic_write_bytes, sha256_file
+from ganforge.fileio import atomic_write_bytes, atomic_write_file, sha256_file
 
 FORMAT = "ganforge-checkpoint/1"
 _NAME = re.compile(r"^step-(\d{8,})\.json$")
@@ -132,18 +130,15 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"step-{step:08d}"
     st_path = directory / f"{stem}.safetensors"
-    fd, tmp = tempfile.mkstemp(prefix="." + stem + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "step": str(step)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+    digest = ""
+
+    def hash_then_fault(tmp: str) -> None:
+        nonlocal digest
         digest = sha256_file(Path(tmp))
         _fault("tensors-written")
-        os.replace(tmp, st_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write_file(st_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "step": str(step)}),
+                      before_rename=hash_then_fault, tmp_prefix=f".{stem}.")  # fmt: skip
     meta = {
         "format": FORMAT,
         "step": step,
