@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ganforge.data.pipeline import seeded_generator
 from ganforge.device import resolve_device
 from ganforge.errors import UserError
 from ganforge.fileio import atomic_write_file
 from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_uint8
 from ganforge.models import build_generator
+from ganforge.models.sampling import require_styles, sample, seed_latents
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.run import RunDir
 
@@ -79,47 +79,6 @@ def make_labels(
     else:
         raise UserError(f"unknown class {text!r}; choose one of: {', '.join(names)} (or an index 0-{len(names) - 1})")
     return torch.full((n,), idx, dtype=torch.long)
-
-
-def style_models() -> list[str]:
-    from ganforge.models import MODELS
-
-    return [name for name in MODELS.names() if MODELS.get(name).styles]
-
-
-def require_styles(G: torch.nn.Module, what: str) -> None:
-    """Truncation and style mixing act on w; a model without a mapping network has none."""
-    if not hasattr(G, "mapping") or not hasattr(G, "synthesis"):
-        raise UserError(f"{what} needs a style-based model ({', '.join(style_models())}); "
-                        f"this run's generator is {type(G).__name__}")  # fmt: skip
-
-
-@torch.no_grad()
-def sample(
-    G: torch.nn.Module, n: int, *, seed: int = 0, batch_size: int = 256, labels: torch.Tensor | None = None,
-    truncation_psi: float = 1.0,
-) -> torch.Tensor:  # fmt: skip
-    """n images in [-1, 1] (NCHW, CPU). The same seed gives the same latents whatever the batch size, so the
-    same images (bitwise for conv models; within ~1e-6 for stylegan2 on CPU, whose matmuls round per batch size).
-    `truncation_psi` < 1 trades variety for typicality on style-based models (1 = plain sampling)."""
-    kwargs = {}
-    if truncation_psi != 1.0:
-        require_styles(G, "truncation")
-        kwargs["truncation_psi"] = float(truncation_psi)
-    device = next(G.parameters()).device
-    z = torch.randn(n, G.z_dim, generator=seeded_generator(seed, 0))
-    out = []
-    for i in range(0, n, batch_size):
-        zb = z[i : i + batch_size].to(device)
-        lb = None if labels is None else labels[i : i + batch_size].to(device)
-        # progan/stylegan2 have linear outputs (as in their papers): clamp to the image range here
-        out.append(G(zb, lb, **kwargs).float().clamp_(-1.0, 1.0).cpu())
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def seed_latents(G: torch.nn.Module, seeds: list[int]) -> torch.Tensor:
-    """One z per seed, the z that `sample(G, 1, seed=s)` uses, so a seed names the same image everywhere."""
-    return torch.cat([torch.randn(1, G.z_dim, generator=seeded_generator(s, 0)) for s in seeds])
 
 
 def style_layers(G: torch.nn.Module, spec: str) -> list[int]:

@@ -131,8 +131,8 @@ def _gaussian(feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generated_batches(G: torch.nn.Module, n: int, seed: int, batch_size: int = 250) -> Iterator[torch.Tensor]:
-    from ganforge.generate import sample
     from ganforge.models.inference import inference_copy
+    from ganforge.models.sampling import sample
 
     G = inference_copy(G)  # BN folded into the convs, channels-last: the same images, faster
     for i in range(0, n, batch_size):
