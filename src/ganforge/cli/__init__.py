@@ -22,6 +22,7 @@ MODULES = [
     "ganforge.cli.sample",
     "ganforge.cli.use",
     "ganforge.cli.evaluate",
+    "ganforge.cli.export",
     "ganforge.cli.report",
     "ganforge.cli.info",
 ]
