@@ -147,6 +147,13 @@ SCHEMA: dict[str, Any] = {
         "n_samples": Key(64, int, "images in each sample grid (fixed noise)", min=1, max=1024),
         "threads": Key(0, int, "CPU threads for torch (0 = torch's default)", min=0, max=1024),
         "channels_last": Key(True, bool, "channels-last memory format for conv models (faster on CPU)"),
+        "amp": Key("off", (str, bool), "mixed precision of the G/D forward passes: off, bf16 (CPU or CUDA) or fp16 "
+                   "(CUDA, with a loss scaler); penalties stay float32", choices=("off", "bf16", "fp16", False)),
+        "compile": Key(False, bool, "torch.compile G and D (GPU fast path; the first steps compile)"),
+        "sync_bn": Key(False, bool, "several processes on CUDA: BatchNorm statistics over the global batch "
+                       "(SyncBatchNorm) instead of per process"),
+        "dist_timeout": Key(1800, int, "several processes: seconds a process waits for the others (a collective, "
+                            "evaluation on rank 0) before the job ends with an error", min=1),
         "tensorboard": Key(True, bool, "write TensorBoard scalars and images under tb/"),
     },
 }

@@ -1,11 +1,19 @@
-"""`ganforge train` and `ganforge demo`: thin wrappers over ganforge.training.launch."""
+"""`ganforge train` and `ganforge demo`: thin wrappers over ganforge.training.launch.
+
+`ganforge train --nproc N ...` is `torchrun --standalone --nproc_per_node=N -m ganforge train ...`:
+the config is checked here first, then torchrun starts the N processes (see training/distributed.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from ganforge.cli.common import EXIT_DISK_FULL, Command, add_device, device_name, report_run
 from ganforge.errors import UserError
+
+EXIT_PEER_FAILED = 1  # another process of a distributed run died; the last checkpoint is intact
 
 
 def split_train_args(args: list[str]) -> tuple[str | None, list[str]]:
@@ -27,17 +35,48 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", metavar="CKPT", help="fine-tune: start from the weights of a checkpoint or run")
     add_device(p, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes of this machine (one per GPU, or CPU processes): a shortcut for "
+                        "torchrun --standalone --nproc_per_node=N; train.batch_size is the global batch")  # fmt: skip
+
+
+def _forwarded_args(a: argparse.Namespace) -> list[str]:
+    """The command line of one process of `--nproc`: the same request, without --nproc."""
+    out = ["train", *a.args]
+    for flag, value in (("--run-dir", a.run_dir), ("--resume", a.resume), ("--init-from", a.init_from),
+                        ("--device", a.device)):  # fmt: skip
+        if value is not None:
+            out += [flag, str(value)]
+    return out + (["--quiet"] if a.quiet else []) + (["--debug"] if getattr(a, "debug", False) else [])
 
 
 def _train(a: argparse.Namespace) -> int:
-    from ganforge.training.launch import train
+    from ganforge.training import distributed
+    from ganforge.training.launch import check_launch, train
 
     config, overrides = split_train_args(a.args)
     if config is None and a.resume is None:
         raise UserError("give a config (YAML path or preset, see `ganforge presets`) or --resume RUN_DIR")
-    run, summary = train(config, overrides, run_dir=a.run_dir, resume=a.resume, init_from=a.init_from,
-                         device=a.device, quiet=a.quiet)  # fmt: skip
-    report_run(run.path, summary)
+    if a.nproc is not None and a.nproc != 1:
+        if a.nproc < 1:
+            raise UserError(f"--nproc must be a positive number of processes; got {a.nproc}")
+        if os.environ.get("WORLD_SIZE"):
+            raise UserError("--nproc starts its own processes; under torchrun leave it out (torchrun's "
+                            "--nproc_per_node sets the number)")  # fmt: skip
+        check_launch(config, overrides, resume=a.resume, device=a.device, nproc=a.nproc)
+        rc = distributed.launch_local(a.nproc, _forwarded_args(a))
+        if rc and rc <= 128:  # above: stopped by a signal, already explained
+            print(f"ganforge: error: the {a.nproc}-process training job failed (exit code {rc}); see the messages "
+                  "above. Checkpoints already written are intact: continue with --resume RUN_DIR", file=sys.stderr)  # fmt: skip
+        return rc
+    try:
+        run, summary = train(config, overrides, run_dir=a.run_dir, resume=a.resume, init_from=a.init_from,
+                             device=a.device, quiet=a.quiet)  # fmt: skip
+    except distributed.DistributedFailure as e:
+        print(f"ganforge: error: {e}", file=sys.stderr)
+        return EXIT_PEER_FAILED
+    if distributed.is_main_process():
+        report_run(run.path, summary)
     return EXIT_DISK_FULL if summary.get("stopped_by") == "disk full" else 0
 
 

@@ -2,6 +2,10 @@
 
 Data order is a function of (seed, epoch) and flips of (seed, step), so the stream's whole state is
 two integers: resume restores them and the next batch is bitwise the one an uninterrupted run sees.
+With several processes (rank r of `world_size`), each takes rows [r*b, (r+1)*b) of the global batch of
+`world_size * b` images, flips included: together they draw exactly what one process with the global
+batch draws, and every image is seen once per epoch across the processes. The position is global too,
+so a resume may change the number of processes.
 Decoding happened once (see data/cache.py); here a batch is an index, a uint8 gather, a float
 conversion to [-1, 1] and optional flips, done in torch on the training device.
 """
@@ -38,8 +42,8 @@ class BatchStream:
         n = len(images)
         if n < batch_size * world_size:
             raise UserError(
-                f"the dataset has {n} images, fewer than one batch (train.batch_size={batch_size}"
-                + (f" x {world_size} processes" if world_size > 1 else "")
+                f"the dataset has {n} images, fewer than one batch (train.batch_size={batch_size * world_size}"
+                + (f", {batch_size} on each of {world_size} processes" if world_size > 1 else "")
                 + "); lower train.batch_size or add images"
             )
         # small enough datasets live in RAM as one tensor; huge ones stay memory-mapped
@@ -64,11 +68,11 @@ class BatchStream:
         return self._perm
 
     def next(self, step: int, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The batch for `step`: (float NCHW in [-1, 1] on device, labels or None). `batch_size` overrides
-        the stream's for this batch (progressive growing changes it per resolution)."""
+        """This process's part of the batch for `step`: (float NCHW in [-1, 1] on device, labels or None).
+        `batch_size` (per process) overrides the stream's for this batch (progressive growing changes it)."""
         bs = self.batch_size if batch_size is None else batch_size
         if bs > self.n // self.world_size:
-            raise UserError(f"batch size {bs} is larger than the dataset ({self.n} images); lower it")
+            raise UserError(f"batch size {bs * self.world_size} is larger than the dataset ({self.n} images); lower it")
         global_bs = bs * self.world_size
         if self.pos + global_bs > self.n:  # drop the ragged tail, like drop_last=True
             self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
@@ -82,7 +86,9 @@ class BatchStream:
             idx = idx[torch.argsort(idx)]
         x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         if self.hflip:
-            flip = torch.rand(len(x), generator=seeded_generator(self.seed + 1, step)) < 0.5
+            # drawn for the global batch, so that process r flips what one process would flip in its rows
+            coins = torch.rand(global_bs, generator=seeded_generator(self.seed + 1, step))
+            flip = coins[self.rank * bs : (self.rank + 1) * bs] < 0.5
             x = torch.where(flip.to(self.device)[:, None, None, None], x.flip(3), x)
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         y = None if self.labels is None else self.labels[idx].to(self.device)

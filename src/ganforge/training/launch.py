@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ganforge.config import apply_overrides, load_config, validate
 from ganforge.data.from_config import load_data, resolve_labels
+from ganforge.device import resolve_device
 from ganforge.errors import UserError, warn
 from ganforge.losses import gp_weight
 from ganforge.training import checkpoint as ckpt
+from ganforge.training import distributed
+from ganforge.training.distributed import Dist, DistributedFailure
 from ganforge.training.run import RunDir, check_run_dir, is_run_dir
 from ganforge.training.trainer import Trainer
 
@@ -64,37 +71,165 @@ def _remove_new_run_dir(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _prepare_resume(run: RunDir, overrides: list[str], data: Any, quiet: bool) -> Trainer:
-    cfg = apply_overrides(run.read_config(), overrides)
-    found, warnings = ckpt.latest_checkpoint(run.checkpoints)
-    for w in warnings:
-        warn(w, run.log_text)
-    if found is not None and found.step >= cfg["train"]["steps"]:
-        raise UserError(
-            f"{run.path} is already at step {found.step} >= train.steps={cfg['train']['steps']}; "
-            f"pass a larger train.steps=N to train further"
-        )
-    if found is None and (warnings or any(run.checkpoints.glob("step-*.safetensors"))):
-        raise UserError(f"{run.path} has no intact checkpoint to resume from (all are damaged); start a new run")
-    trainer = Trainer(cfg, run, data=data, quiet=quiet)
-    if found is None:
-        # killed before its first checkpoint: nothing to restore, so the run starts again from step 0
-        warn(f"{run.path} has no intact checkpoint yet; starting it again from step 0", run.log_text)
-        run.write_config(cfg)
-        run.truncate_metrics(0)
-        return trainer
+@dataclass
+class _Plan:
+    """What a `train()` call resolved to before any training: the config, the run directory (`run` is
+    open and locked in the process that writes it, None in the other processes of a distributed run),
+    the checkpoint to resume from or to initialise from, and the data."""
+
+    cfg: dict[str, Any]
+    path: Path
+    new: bool  # a run directory this call created (removed again if the start fails)
+    run: RunDir | None = None
+    data: Any = None
+    resume: ckpt.Checkpoint | None = None  # None on a resume: restart from step 0 (no intact checkpoint yet)
+    init: ckpt.Checkpoint | None = None
+    fell_back: bool = False  # resume skipped damaged newer checkpoints
+
+    def shared(self) -> _Plan:
+        """What the other processes of a distributed run receive (no open run dir, no data)."""
+        return dataclasses.replace(self, run=None, data=None)
+
+
+def _plan_resume(resume: Path, overrides: list[str], data: Any, world: int = 1) -> _Plan:
+    run = RunDir.open(resume)
+    run.lock()
     try:
-        trainer.load_state(found)
-    except UserError:
+        cfg = apply_overrides(run.read_config(), overrides)
+        distributed.check_world(cfg, world, resolve_device(cfg["device"]))
+        found, warnings = ckpt.latest_checkpoint(run.checkpoints)
+        for w in warnings:
+            warn(w, run.log_text)
+        if found is not None and found.step >= cfg["train"]["steps"]:
+            raise UserError(
+                f"{run.path} is already at step {found.step} >= train.steps={cfg['train']['steps']}; "
+                f"pass a larger train.steps=N to train further"
+            )
+        if found is None and (warnings or any(run.checkpoints.glob("step-*.safetensors"))):
+            raise UserError(f"{run.path} has no intact checkpoint to resume from (all are damaged); start a new run")
+        return _Plan(cfg, run.path, new=False, run=run, data=data, resume=found, fell_back=bool(warnings))
+    except BaseException:
+        run.close()  # release the lock: a failed resume must not block the next attempt
         raise
-    except Exception as e:  # noqa: BLE001 - a sidecar that passed its hash but is still unusable
-        raise UserError(f"checkpoint {found.path} cannot be restored ({type(e).__name__}: {str(e)[:120]})") from None
-    run.write_config(cfg)
-    run.truncate_metrics(found.step)
-    if warnings:
-        print(f"ganforge: resuming from the newest intact checkpoint, step {found.step}", file=sys.stderr)
-    run.log_text(f"resumed from {found.path.name} (step {found.step}) to train.steps={cfg['train']['steps']}")
+
+
+def _plan_new(config: str | dict[str, Any] | None, overrides: list[str], run_dir: str | Path | None,
+              init_from: str | Path | None, data: Any, world: int = 1) -> _Plan:  # fmt: skip
+    if isinstance(config, dict):
+        cfg = apply_overrides(validate(config), overrides)
+    else:
+        cfg = load_config(config, overrides)
+    distributed.check_world(cfg, world, resolve_device(cfg["device"]))  # before any data or folder
+    init = resolve_checkpoint(init_from) if init_from is not None else None
+    path = Path(run_dir) if run_dir is not None else default_run_dir(cfg["name"])
+    check_run_dir(path)
+    trainer_data = data if data is not None else load_data(cfg)  # bad data fails before the run dir exists
+    cfg = resolve_labels(cfg, trainer_data)
+    _warn_family_mismatch(cfg)
+    run = RunDir.create(path, cfg)
+    return _Plan(cfg, path, new=True, run=run, data=trainer_data, init=init)
+
+
+def _start(plan: _Plan, quiet: bool, dist: Dist) -> Trainer:
+    """The trainer of a plan, its state restored (resume) or initialised (fine-tuning); the run dir logs it."""
+    run = plan.run
+    try:
+        trainer = Trainer(plan.cfg, run, data=plan.data, quiet=quiet, dist=dist)
+        if plan.new:
+            if plan.init is not None:
+                trainer.init_from(plan.init)
+                if run is not None:
+                    run.log_text(f"initialised from {plan.init.path}")
+        elif plan.resume is None:
+            # killed before its first checkpoint: nothing to restore, so the run starts again from step 0
+            if run is not None:
+                warn(f"{run.path} has no intact checkpoint yet; starting it again from step 0", run.log_text)
+                run.write_config(plan.cfg)
+                run.truncate_metrics(0)
+        else:
+            found = plan.resume
+            try:
+                trainer.load_state(found)
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a sidecar that passed its hash but is still unusable
+                why = f"{type(e).__name__}: {str(e)[:120]}"
+                raise UserError(f"checkpoint {found.path} cannot be restored ({why})") from None
+            if run is not None:
+                run.write_config(plan.cfg)
+                run.truncate_metrics(found.step)
+                if plan.fell_back:
+                    print(f"ganforge: resuming from the newest intact checkpoint, step {found.step}", file=sys.stderr)
+                run.log_text(f"resumed from {found.path.name} (step {found.step}) to train.steps={plan.cfg['train']['steps']}"
+                             + (f" on {dist.world} processes" if dist.enabled else ""))  # fmt: skip
+    except BaseException:
+        if run is not None:
+            run.close()
+            if plan.new:
+                _remove_new_run_dir(plan.path)  # it was absent or empty before: leave nothing half-made behind
+        raise
+    if run is not None and plan.new:
+        c = plan.cfg
+        run.log_text(f"started: {c['model']['name']} on {c['data']['source']} for {c['train']['steps']} steps"
+                     + (f" on {dist.world} processes (global batch {c['train']['batch_size']})" if dist.enabled else ""))  # fmt: skip
     return trainer
+
+
+def _requested_config(
+    config: str | dict[str, Any] | None, overrides: list[str], resume: str | Path | None
+) -> dict[str, Any]:
+    """The config a `train()` call asks for, resolved without touching anything (no run dir, no data)."""
+    if resume is not None:
+        return apply_overrides(RunDir.open(Path(resume)).read_config(), overrides)
+    if isinstance(config, dict):
+        return apply_overrides(validate(config), overrides)
+    return load_config(config, overrides)
+
+
+def check_launch(config: str | dict[str, Any] | None, overrides: list[str], *, resume: str | Path | None = None,
+                 device: str | None = None, nproc: int) -> dict[str, Any]:  # fmt: skip
+    """Before starting `nproc` processes: the config resolves and fits them, so a mistake is one line here
+    rather than one traceback per process. Returns the config."""
+    overrides = list(overrides) + ([f"device={device}"] if device is not None else [])
+    cfg = _requested_config(config, overrides, resume)
+    dev = resolve_device(cfg["device"])
+    distributed.check_world(cfg, nproc, dev)
+    if dev.type == "cuda" and nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {nproc} but this machine shows {torch.cuda.device_count()} GPU(s); one process "
+                        "per GPU (or --device cpu)")  # fmt: skip
+    return cfg
+
+
+def _plan_distributed(d: Dist, config: str | dict[str, Any] | None, overrides: list[str], run_dir: str | Path | None,
+                      resume: str | Path | None, init_from: str | Path | None, data: Any) -> _Plan:  # fmt: skip
+    """Rank 0 plans (creates or locks the run dir, finds the checkpoint) and tells the others; they get the
+    config, the path and the checkpoint from it and load the data themselves (from the cache rank 0 filled)."""
+    if d.is_main:
+        try:
+            plan = _plan_resume(Path(resume), overrides, data, d.world) if resume is not None else (
+                _plan_new(config, overrides, run_dir, init_from, data, d.world))  # fmt: skip
+        except UserError as e:
+            distributed.broadcast_object(("user", str(e)), d)
+            raise
+        except BaseException as e:
+            distributed.broadcast_object(("failed", f"{type(e).__name__}: {e}"), d)
+            raise
+        try:
+            distributed.broadcast_object(("ok", plan.shared()), d)
+        except BaseException:
+            if plan.run is not None:
+                plan.run.close()
+                if plan.new:
+                    _remove_new_run_dir(plan.path)
+            raise
+        return plan
+    status, payload = distributed.broadcast_object(None, d)
+    if status == "user":
+        raise UserError(payload)
+    if status != "ok":
+        raise DistributedFailure(f"process 0 failed while preparing the run ({payload})")
+    payload.data = data if data is not None else load_data(payload.cfg)
+    return payload
 
 
 def train(
@@ -108,7 +243,11 @@ def train(
     quiet: bool = False,
     data: Any = None,
 ) -> tuple[RunDir, dict[str, Any]]:
-    """Train a GAN. Returns the run directory and a summary (final step, last losses)."""
+    """Train a GAN. Returns the run directory and a summary (final step, last losses).
+
+    Started by torchrun (RANK / WORLD_SIZE in the environment), each process calls this with the same
+    arguments: they join one job, rank 0 writes the run directory, and train.batch_size is the global
+    batch (see training/distributed.py). Each process returns the run directory and the same summary."""
     overrides = list(overrides or [])
     if device is not None:
         overrides.append(f"device={device}")
@@ -117,44 +256,40 @@ def train(
             raise UserError("--resume takes its config from the run directory; pass overrides only")
         if init_from is not None:
             raise UserError("--resume and --init-from cannot be combined")
-        run = RunDir.open(Path(resume))
-        run.lock()
-        try:
-            trainer = _prepare_resume(run, overrides, data, quiet)
-        except BaseException:
-            run.close()  # release the lock: a failed resume must not block the next attempt
-            raise
-    else:
-        if isinstance(config, dict):
-            cfg = apply_overrides(validate(config), overrides)
+    d = distributed.from_env()
+    if not d.enabled:
+        if resume is not None:
+            plan = _plan_resume(Path(resume), overrides, data)
         else:
-            cfg = load_config(config, overrides)
-        init = resolve_checkpoint(init_from) if init_from is not None else None
-        path = Path(run_dir) if run_dir is not None else default_run_dir(cfg["name"])
-        check_run_dir(path)
-        trainer_data = data if data is not None else load_data(cfg)  # bad data fails before the run dir exists
-        cfg = resolve_labels(cfg, trainer_data)
-        _warn_family_mismatch(cfg)
-        run = RunDir.create(path, cfg)
-        try:
-            trainer = Trainer(cfg, run, data=trainer_data, quiet=quiet)
-            if init is not None:
-                trainer.init_from(init)
-                run.log_text(f"initialised from {init.path}")
-        except BaseException:
-            run.close()
-            _remove_new_run_dir(path)  # it was absent or empty before: leave nothing half-made behind
-            raise
-        run.log_text(f"started: {cfg['model']['name']} on {cfg['data']['source']} for {cfg['train']['steps']} steps")
+            plan = _plan_new(config, overrides, run_dir, init_from, data)
+        return _fit(plan, quiet, d)
+    # every process checks the request before joining (the same one-line error everywhere, no hang)
+    requested = _requested_config(config, overrides, resume)
+    dev = resolve_device(requested["device"])
+    distributed.check_world(requested, d.world, dev)
+    created = distributed.start(d, dev, requested["train"]["dist_timeout"])
+    try:
+        plan = _plan_distributed(d, config, overrides, run_dir, resume, init_from, data)
+        return _fit(plan, quiet, d)
+    finally:
+        if created:
+            distributed.stop()
+
+
+def _fit(plan: _Plan, quiet: bool, d: Dist) -> tuple[RunDir, dict[str, Any]]:
+    trainer = _start(plan, quiet, d)
+    run = plan.run
     try:
         summary = trainer.fit()
-        run.log_text(
-            f"finished at step {summary['step']}"
-            + (f" (stopped by {summary['stopped_by']})" if summary["stopped_by"] else "")
-        )
+        if run is not None:
+            run.log_text(
+                f"finished at step {summary['step']}"
+                + (f" (stopped by {summary['stopped_by']})" if summary["stopped_by"] else "")
+            )
     finally:
-        run.close()
-    return run, summary
+        if run is not None:
+            run.close()
+    return (run if run is not None else RunDir(plan.path, tensorboard=False)), summary
 
 
 DEMO_PRESET = "fashion_mnist_dcgan"
