@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ganforge.data import load_dataset
-from ganforge.metrics.evaluate import dataset_batches, evaluate_run
+from ganforge.evaluation import evaluate_run
+from ganforge.metrics.evaluate import dataset_batches
 from ganforge.metrics.features import build_extractor, extract
 from ganforge.metrics.fid import fid_from_features
 from ganforge.training.launch import train as train_run

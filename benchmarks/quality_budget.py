@@ -11,9 +11,9 @@ is the same as
         --minutes 5 --eval-n 10000 --out runs/quality
 
 and writes OUT/report.html and OUT/report.md (the table, findings and limitations). Rerunning resumes.
-Unlike the earlier version of this script (SIGINT after N minutes of wall time), `compare` turns minutes into
-steps with a timing probe per configuration, so targets are fixed and runs are resumable; the report shows each
-run's measured training time.
+Unlike the earlier version of this script (SIGINT after N minutes of wall time), `compare` gives each run the
+trainer's own time budget (`train.max_seconds`: training wall-clock carried across resumes, evaluation excluded),
+so runs are resumable and the budget is exact; the report shows each run's training time and images seen.
 """
 
 from __future__ import annotations

@@ -84,21 +84,23 @@ def test_images_budget_then_rerun_skips_and_resumes(tmp_path, common):
     assert _mtimes(runs[0]) == before[runs[0]][0]
 
 
-@pytest.mark.slow  # a timing probe, a training and a report
-def test_minutes_budget_is_probed_once(tmp_path, common):
+@pytest.mark.slow  # two time-budgeted trainings and a report
+def test_minutes_budget_is_the_trainers_time_budget(tmp_path, common):
     out = tmp_path / "m"
     logs: list[str] = []
-    kw = {"minutes": 0.02, "eval_n": 32, "network": NET, "overrides": common, "probe_steps": 12, "log": logs.append}
+    kw = {"minutes": 0.01, "eval_n": 32, "network": NET, "overrides": common, "log": logs.append}
     compare([Entry("dc", "fashion_mnist_dcgan", ("model.nf=4",))], out, **kw)
     p = json.loads((out / PLAN).read_text())["runs"]["dc"]
-    assert p["probe_steps"] == 12 and p["seconds_per_step"] > 0
-    assert p["steps"] == max(1, int(0.02 * 60 / p["seconds_per_step"]))
-    assert max(_mtimes(out / "dc-seed0")) == f"step-{p['steps']:08d}.safetensors"
-    assert not list(out.glob(".probe-*"))  # the probe run is gone
-    assert yaml.safe_load((out / "dc-seed0" / "config.yaml").read_text())["model"]["nf"] == 4  # the entry's own
+    assert p["max_seconds"] == pytest.approx(0.6)
+    cfg = yaml.safe_load((out / "dc-seed0" / "config.yaml").read_text())
+    assert cfg["model"]["nf"] == 4 and cfg["train"]["max_seconds"] == pytest.approx(0.6)  # the entry's own + budget
+    newest = sorted((out / "dc-seed0" / "checkpoints").glob("step-*.json"))[-1]
+    assert json.loads(newest.read_text())["train_seconds"] >= 0.6  # stopped by the budget, with a checkpoint
+    assert "stopped by time budget" in (out / "dc-seed0" / "train.log").read_text()
+    before = _mtimes(out / "dc-seed0")
     logs.clear()
     compare([Entry("dc", "fashion_mnist_dcgan", ("model.nf=4",))], out, **kw)
-    assert not any("timing" in x for x in logs)  # the planned steps are kept: no second probe
+    assert any("already trained" in x for x in logs) and _mtimes(out / "dc-seed0") == before  # not retrained
 
 
 def test_steps_for_images_follow_batch_d_steps_and_growing():

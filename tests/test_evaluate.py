@@ -13,7 +13,8 @@ from PIL import Image
 
 from ganforge.cli import main
 from ganforge.errors import UserError
-from ganforge.metrics.evaluate import compute_metrics, evaluate_run, evaluate_sources, parse_metrics
+from ganforge.evaluation import evaluate_run
+from ganforge.metrics.evaluate import compute_metrics, evaluate_sources, parse_metrics
 from ganforge.metrics.features import EXTRACTORS, FeatureExtractor
 from ganforge.training.launch import train
 from ganforge.visualize import compare_grid, nearest_neighbours

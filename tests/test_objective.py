@@ -142,3 +142,30 @@ def test_evaluation_failure_warns_and_training_goes_on(tmp_path, capsys):
     run, summary = train("fashion_mnist_dcgan", over, run_dir=tmp_path / "r", data=synthetic_data(n=64), quiet=True)
     assert summary["step"] == 4 and RunDir(run.path).read_eval() == []
     assert "evaluation during training is off for this run" in capsys.readouterr().err
+
+
+def test_time_budget_stops_with_a_checkpoint_and_a_resume_keeps_the_clock(tmp_path):
+    from ganforge.training import checkpoint as ckpt
+    from ganforge.training.launch import train
+
+    data = synthetic_data(n=64)
+    over = FAST + ["train.steps=100000", "train.max_seconds=0.5", "train.tensorboard=false"]
+    run, summary = train("fashion_mnist_dcgan", over, run_dir=tmp_path / "r", data=data, quiet=True)
+    assert summary["stopped_by"] == "time budget" and 0 < summary["step"] < 100000
+    c, _ = ckpt.latest_checkpoint(run.checkpoints)
+    assert c.step == summary["step"] and c.meta["train_seconds"] >= 0.5
+    _, again = train(None, ["train.max_seconds=1.0"], resume=run.path, data=data, quiet=True)
+    assert again["stopped_by"] == "time budget" and again["step"] > summary["step"]
+    c2, _ = ckpt.latest_checkpoint(run.checkpoints)
+    assert 1.0 <= c2.meta["train_seconds"] < 1.0 + 5.0  # carried over, not restarted from 0
+
+
+def test_attribute_grid_labels_repeat_when_the_data_is_small():
+    from ganforge.training.trainer import fixed_labels
+
+    cfg = load_config(None, ["model.conditional=true"])
+    cfg["model"].update(label_kind="attributes", num_labels=2, label_names=["a", "b"])
+    data = synthetic_data(n=3)
+    data.labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]).numpy()
+    lab = fixed_labels(cfg, data, 8, torch.device("cpu"))
+    assert lab.shape == (8, 2) and torch.equal(lab[3], lab[0]) and torch.equal(lab[7], lab[1])

@@ -3,14 +3,13 @@
     compare(["fashion_mnist_dcgan", "fashion_mnist32_stylegan2"], "runs/budget", images=200_000, seeds=[0, 1, 2])
 
 Each configuration x seed trains into OUT/<label>-seed<S>/. The budget is real images seen (train.steps
-follows from the batch size, d_steps and a progressive schedule) or minutes of training on this machine.
-The trainer has no wall-clock stop, so minutes become steps by a short timing probe per configuration (a
-few dozen steps, timed after the first logged window, progressive models at their final resolution):
-the measured training time of each run is in the report, so a probe that misjudged shows there.
+follows from the batch size, d_steps and a progressive schedule) or minutes of training on this machine
+(the trainer's own time budget, `train.max_seconds`: training wall-clock carried across resumes, evaluation
+excluded, so every run gets the same time however often it was interrupted).
 
 OUT/compare.json records the plan (budget, steps per configuration, evaluation), so a rerun of the same
 command skips finished runs (checkpoint at the planned step and an evaluation line present), resumes
-interrupted ones from their newest checkpoint, and never re-probes: targets stay fixed across reruns.
+interrupted ones from their newest checkpoint: targets stay fixed across reruns.
 """
 
 from __future__ import annotations
@@ -18,18 +17,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganforge.config import SCHEMA, load_config
+from ganforge.config import load_config
 from ganforge.errors import TrainingDiverged, UserError
 from ganforge.fileio import atomic_write_bytes
 
 PLAN = "compare.json"
+TIME_BUDGET_STEPS = 10**9  # the step target of a time-budgeted run: never reached
 FORMAT = "ganforge-compare/1"
 DEFAULT_EVAL_N = 2000
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -102,31 +101,6 @@ def steps_for_images(cfg: dict[str, Any], images: int) -> int:
     return steps
 
 
-def probe_seconds_per_step(entry: Entry, overrides: list[str], where: Path, steps: int,
-                           device: str | None) -> float:  # fmt: skip
-    """Training seconds per step of a configuration on this machine: a `steps`-step run without samples,
-    checkpoints, TensorBoard or evaluation, timed from its second logged window on (the first holds start-up);
-    progressive models start at their final resolution, the stage that dominates a budget."""
-    from ganforge.training.launch import train
-
-    every = max(1, steps // 6)
-    probe = [*overrides, f"train.steps={steps}", f"train.log_every={every}", "train.sample_every=0",
-             "train.checkpoint_every=0", "train.tensorboard=false", "train.eval_every=0", "grow.fade_images=1",
-             "grow.stable_images=1"]  # fmt: skip
-    shutil.rmtree(where, ignore_errors=True)  # a probe left by a killed process
-    try:
-        run, summary = train(entry.config, probe, run_dir=where, device=device, quiet=True)
-        if summary.get("stopped_by"):  # Ctrl-C reached the probe's trainer: a cut probe would time nothing
-            raise KeyboardInterrupt
-        recs = [r for r in run.read_metrics() if isinstance(r.get("time"), (int, float))]
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
-    if len(recs) < 3:
-        raise UserError(f"--probe-steps {steps} is too few to time {entry.label}; use at least 12")
-    a, b = recs[1], recs[-1]
-    return max((b["time"] - a["time"]) / (b["step"] - a["step"]), 1e-6)
-
-
 # ------------------------------------------------------------------------------------------------------------
 def _load_plan(out: Path) -> dict[str, Any] | None:
     p = out / PLAN
@@ -155,8 +129,9 @@ def _same(plan: dict[str, Any], key: str, value: Any, flag: str) -> None:
                         "rerun with the same value to resume, or choose another --out")  # fmt: skip
 
 
-def run_state(path: Path, target: int) -> tuple[str, int | None]:
-    """("new" | "partial" | "trained" | "diverged", newest checkpoint step) of a planned run folder."""
+def run_state(path: Path, target: int, max_seconds: float | None = None) -> tuple[str, int | None]:
+    """("new" | "partial" | "trained" | "diverged", newest checkpoint step) of a planned run folder: trained when
+    its newest checkpoint reached the step target or the time budget."""
     from ganforge.report.facts import read_run
     from ganforge.training import checkpoint as ckpt
     from ganforge.training.run import is_run_dir
@@ -169,6 +144,13 @@ def run_state(path: Path, target: int) -> tuple[str, int | None]:
     step = have[-1][0] if have else None
     if step is not None and step >= target:
         return "trained", step
+    if step is not None and max_seconds is not None:
+        try:
+            spent = float(json.loads(have[-1][1].read_text()).get("train_seconds", 0.0))
+        except (OSError, ValueError):
+            spent = 0.0
+        if spent >= max_seconds:
+            return "trained", step
     if read_run(path).diverged_at is not None:
         return "diverged", step
     return "partial", step
@@ -177,7 +159,7 @@ def run_state(path: Path, target: int) -> tuple[str, int | None]:
 def compare(
     entries: Sequence[Entry | str], out: str | Path, *, minutes: float | None = None, images: int | None = None,
     seeds: Sequence[int] = (0,), eval_n: int = DEFAULT_EVAL_N, network: str | None = None,
-    overrides: Sequence[str] = (), device: str | None = None, probe_steps: int = 30, quiet: bool = True,
+    overrides: Sequence[str] = (), device: str | None = None, quiet: bool = True,
     log: Callable[[str], None] = print,
 ) -> Path:  # fmt: skip
     """Train every entry x seed under one budget into OUT, evaluate each, write OUT/report.html (+ .md).
@@ -229,34 +211,33 @@ def compare(
         entry_plan: dict[str, Any] = {"config": e.config, "overrides": ov}
         if images is not None:
             entry_plan["steps"] = steps_for_images(cfgs[e.label], images)
-        else:
-            log(f"{e.label}: timing {probe_steps} steps to turn {minutes:g} min into steps")
-            sps = probe_seconds_per_step(e, ov, out / f".probe-{e.label}", probe_steps, device)
-            steps = max(1, int(minutes * 60 / sps))  # type: ignore[operator]
-            entry_plan.update(seconds_per_step=sps, probe_steps=probe_steps, steps=steps)
+        else:  # the trainer stops itself at the time budget; the step target only has to be out of reach
+            entry_plan.update(steps=TIME_BUDGET_STEPS, max_seconds=float(minutes) * 60)  # type: ignore[arg-type]
         plan["runs"][e.label] = entry_plan
-        atomic_write_bytes(out / PLAN, json.dumps(plan, indent=1).encode())  # a probe is never redone
+        atomic_write_bytes(out / PLAN, json.dumps(plan, indent=1).encode())
 
     # 2. train and evaluate each entry x seed
     eval_device = str(resolve_device(device or "auto"))
     run_dirs = []
     for e in ents:
         target = int(plan["runs"][e.label]["steps"])
+        max_s = plan["runs"][e.label].get("max_seconds")
+        limit = [f"train.steps={target}"] + ([f"train.max_seconds={max_s}"] if max_s else [])
         for seed in seeds:
             path = out / f"{e.label}-seed{seed}"
             run_dirs.append(path)
-            ov = [*plan["runs"][e.label]["overrides"], f"name={e.label}", f"seed={seed}", f"train.steps={target}"]
-            if network and "eval_network" in SCHEMA["train"]:  # FID during training in the report's feature space
+            ov = [*plan["runs"][e.label]["overrides"], f"name={e.label}", f"seed={seed}", *limit]
+            if network:  # FID during training in the report's feature space
                 ov.append(f"train.eval_network={network}")
-            state, step = run_state(path, target)
+            state, step = run_state(path, target, max_s)
             t0 = time.perf_counter()
             try:
                 if state == "new":
-                    log(f"{path.name}: training {target:,} steps")
+                    log(f"{path.name}: training " + (f"{max_s:g} s" if max_s else f"{target:,} steps"))
                     _, summary = train(e.config, ov, run_dir=path, device=device, quiet=quiet)
                 elif state == "partial":
-                    log(f"{path.name}: resuming at step {step or 0:,} of {target:,}")
-                    _, summary = train(None, [f"train.steps={target}"], resume=path, device=device, quiet=quiet)
+                    log(f"{path.name}: resuming at step {step or 0:,}" + ("" if max_s else f" of {target:,}"))
+                    _, summary = train(None, limit, resume=path, device=device, quiet=quiet)
                 else:
                     summary = {}
                     log(f"{path.name}: {'already trained' if state == 'trained' else 'diverged earlier'} "
@@ -284,7 +265,8 @@ def compare(
 def _evaluate(path: Path, network: str, n: int, device: str, quiet: bool, log: Callable[[str], None]) -> None:
     """Append an evaluation of the run's newest checkpoint to its eval.jsonl, unless one with this network
     and n is there; the line carries images_seen and train_seconds like the trainer's own lines."""
-    from ganforge.metrics.evaluate import build_network, evaluate_run
+    from ganforge.evaluation import evaluate_run
+    from ganforge.metrics.evaluate import build_network
     from ganforge.report.facts import pick_eval, read_run
     from ganforge.training.run import RunDir
 
@@ -304,10 +286,8 @@ def _evaluate(path: Path, network: str, n: int, device: str, quiet: bool, log: C
 def budget_text(plan: dict[str, Any], labels: list[str]) -> str:
     """The budget as a sentence for the report: what each run got and how the steps were found."""
     runs = plan["runs"]
-    steps = ", ".join(f"{lb} {runs[lb]['steps']:,} steps" for lb in labels)
     if "images" in plan["budget"]:
+        steps = ", ".join(f"{lb} {runs[lb]['steps']:,} steps" for lb in labels)
         return f"{plan['budget']['images']:,} real images per run (train.steps from batch size and d_steps: {steps})"
-    per = ", ".join(f"{lb} {1000 * runs[lb]['seconds_per_step']:.0f} ms/step over a {runs[lb]['probe_steps']}-step "
-                    "probe" for lb in labels)  # fmt: skip
-    return (f"{plan['budget']['minutes']:g} minutes of training per run on this machine, turned into steps by timing "
-            f"each configuration ({per}; so {steps}); progressive models were timed at their final resolution")  # fmt: skip
+    return (f"{plan['budget']['minutes']:g} minutes of training wall-clock per run on this machine (train.max_seconds: "
+            "evaluation excluded, carried across resumes)")

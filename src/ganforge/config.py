@@ -127,6 +127,8 @@ SCHEMA: dict[str, Any] = {
             "size, so it stays right under progressive growing; null = use ema_decay", min=1e-6, nullable=True,
         ),
         "ema_start": Key(0, int, "step from which G_ema averages (before: a copy of G)", min=0),
+        "max_seconds": Key(None, float, "stop (with a checkpoint) once training wall-clock, carried across resumes and "
+                            "excluding evaluation, reaches this many seconds: a time budget", min=1e-3, nullable=True),
         "log_every": Key(10, int, "steps between metrics.jsonl / TensorBoard scalars", min=1),
         "sample_every": Key(200, int, "steps between sample grids (0 = only at the end)", min=0),
         "checkpoint_every": Key(500, int, "steps between checkpoints (0 = only at the end)", min=0),

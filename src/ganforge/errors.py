@@ -22,6 +22,10 @@ class TrainingDiverged(GanforgeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class DistributedFailure(GanforgeError):
+    """Another process of a distributed job died or stopped answering: this one cannot go on alone."""
+
+
 def warn(message: str, log: Callable[[str], None] | None = None) -> None:
     """The one warning path: one line `ganforge: warning: ...` on stderr, and into a run's train.log
     when `log` is given (RunDir.log_text)."""

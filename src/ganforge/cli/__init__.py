@@ -13,8 +13,8 @@ import traceback
 import warnings
 
 from ganforge import __version__
-from ganforge.cli.common import EXIT_DIVERGED, EXIT_USER, Command, Parser, add_debug
-from ganforge.errors import TrainingDiverged, UserError, warn
+from ganforge.cli.common import EXIT_DIVERGED, EXIT_PEER_FAILED, EXIT_USER, Command, Parser, add_debug
+from ganforge.errors import DistributedFailure, TrainingDiverged, UserError, warn
 
 # one line per command module, in the order `ganforge --help` lists them
 MODULES = [
@@ -73,11 +73,11 @@ def _main(argv: list[str]) -> int:
             parser.print_help()
             return EXIT_USER
         return a._run(a)
-    except (UserError, TrainingDiverged) as e:
+    except (UserError, TrainingDiverged, DistributedFailure) as e:
         if debug:
             traceback.print_exc()
         print(f"ganforge: error: {e}", file=sys.stderr)
-        return EXIT_USER if isinstance(e, UserError) else EXIT_DIVERGED
+        return {UserError: EXIT_USER, TrainingDiverged: EXIT_DIVERGED}.get(type(e), EXIT_PEER_FAILED)
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ from ganforge.errors import UserError
 EXIT_USER = 2
 EXIT_DIVERGED = 3
 EXIT_DISK_FULL = 4
+EXIT_PEER_FAILED = 1  # another process of a distributed run died; the last checkpoint is intact
 
 
 @dataclass(frozen=True)

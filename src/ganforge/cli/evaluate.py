@@ -30,7 +30,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from ganforge.metrics.evaluate import evaluate_run, evaluate_sources
+    from ganforge.evaluation import evaluate_run
+    from ganforge.metrics.evaluate import evaluate_sources
 
     if a.n is not None and a.n < 2:
         raise UserError(f"--n must be at least 2, got {a.n}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ganforge.cli.common import Command, add_device, add_overwrite, device_name, parse_seeds
-from ganforge.errors import UserError
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -46,13 +45,12 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", action="append", default=[], metavar="'LABEL=CONFIG key=value ...'",
                    help="a labelled variant with its own overrides (repeatable)")  # fmt: skip
     b = p.add_mutually_exclusive_group(required=True)
-    b.add_argument("--minutes", type=float, help="training wall-clock per run on this machine")
+    b.add_argument("--minutes", type=float, help="training wall-clock per run on this machine (train.max_seconds)")
     b.add_argument("--images", type=int, help="real images shown to D per run")
     p.add_argument("--out", required=True, help="folder for the runs, compare.json and report.html")
     p.add_argument("--seeds", default="0", help="comma-separated seeds per config (default 0), e.g. 0,1,2")
     p.add_argument("--eval-n", type=int, default=2000, help="generated images per evaluation (default %(default)s)")
     p.add_argument("--network", help="feature network (default: each dataset's, as for `ganforge eval`)")
-    p.add_argument("--probe-steps", type=int, default=30, help="steps timed per config for --minutes (default 30)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device(p, default=None)
 
@@ -62,11 +60,9 @@ def _compare(a: argparse.Namespace) -> int:
 
     configs = [x for x in a.args if "=" not in x]
     overrides = [x for x in a.args if "=" in x]
-    if a.probe_steps < 12:
-        raise UserError(f"--probe-steps must be at least 12, got {a.probe_steps}")
     compare(entries_of(configs, a.run), a.out, minutes=a.minutes, images=a.images,
             seeds=parse_seeds(a.seeds, "--seeds"), eval_n=a.eval_n, network=a.network, overrides=overrides,
-            device=a.device, probe_steps=a.probe_steps, quiet=a.quiet)  # fmt: skip
+            device=a.device, quiet=a.quiet)  # fmt: skip
     return 0
 
 

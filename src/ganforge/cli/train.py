@@ -13,8 +13,6 @@ import sys
 from ganforge.cli.common import EXIT_DISK_FULL, Command, add_device, device_name, report_run
 from ganforge.errors import UserError
 
-EXIT_PEER_FAILED = 1  # another process of a distributed run died; the last checkpoint is intact
-
 
 def split_train_args(args: list[str]) -> tuple[str | None, list[str]]:
     config, overrides = None, []
@@ -69,12 +67,8 @@ def _train(a: argparse.Namespace) -> int:
             print(f"ganforge: error: the {a.nproc}-process training job failed (exit code {rc}); see the messages "
                   "above. Checkpoints already written are intact: continue with --resume RUN_DIR", file=sys.stderr)  # fmt: skip
         return rc
-    try:
-        run, summary = train(config, overrides, run_dir=a.run_dir, resume=a.resume, init_from=a.init_from,
-                             device=a.device, quiet=a.quiet)  # fmt: skip
-    except distributed.DistributedFailure as e:
-        print(f"ganforge: error: {e}", file=sys.stderr)
-        return EXIT_PEER_FAILED
+    run, summary = train(config, overrides, run_dir=a.run_dir, resume=a.resume, init_from=a.init_from,
+                         device=a.device, quiet=a.quiet)  # fmt: skip
     if distributed.is_main_process():
         report_run(run.path, summary)
     return EXIT_DISK_FULL if summary.get("stopped_by") == "disk full" else 0
@@ -96,7 +90,8 @@ def _demo(a: argparse.Namespace) -> int:
         print(note)
     report_run(run_path, summary)
     if not a.no_eval:
-        from ganforge.metrics.evaluate import evaluate_run
+        from ganforge.evaluation import evaluate_run
+        from ganforge.report import write_report
         from ganforge.visualize import compare_grid
 
         device = device_name(a.device)
@@ -104,6 +99,7 @@ def _demo(a: argparse.Namespace) -> int:
         r = evaluate_run(run_path, metrics="fid,kid,is", n=10000, device=device, announce=True)
         print(f"  FID {r['fid']:.3f}   KID {r['kid']:.5f} +- {r['kid_std']:.5f}   IS {r['is']:.3f} +- {r['is_std']:.3f}"
               f"   (logged in {run_path / 'eval.jsonl'})")  # fmt: skip
+        print(f"  report:      {write_report([run_path], run_path / 'report.html', device=device, overwrite=True)}")
     return 0
 
 

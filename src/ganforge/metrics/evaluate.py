@@ -12,7 +12,6 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,34 +164,6 @@ def evaluate_generator(
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "network": net.name, "n": n,
             "n_ref": int(len(real["features"])), "ref": ref, "ref_cached": cached,
             "seconds": round(time.perf_counter() - t0, 2), **result}  # fmt: skip
-
-
-def evaluate_run(
-    run_dir: str | Path, *, metrics: str | list[str] = "fid,kid,is", n: int = 10000, network: str | None = None,
-    ref: str | None = None, device: str = "cpu", ema: bool = True, seed: int = 0, inception_weights: str | None = None,
-    progress: bool = True, log: bool = True, n_ref: int | None = None, announce: bool = False,
-) -> dict[str, Any]:  # fmt: skip
-    """Metrics of `n` generated images of a run's newest checkpoint; appended to RUN_DIR/eval.jsonl.
-
-    The reference is the whole source by default (`n_ref=None`: the "full" protocol of StyleGAN's
-    fid50k_full), computed once and cached, so later evaluations only embed the generated images.
-    """
-    from ganforge.generate import load_generator
-    from ganforge.training.run import RunDir
-
-    G, cfg = load_generator(run_dir, ema=ema, device=device)
-    if announce:
-        ref_name = ref or cfg["data"]["source"]
-        print(f"evaluating {n:,} samples against {ref_name} ({network or default_network(cfg['data']['source'])} "
-              "features)")  # fmt: skip
-    rec = evaluate_generator(G, cfg, metrics=metrics, n=n, network=network, ref=ref, device=device, seed=seed,
-                             inception_weights=inception_weights, progress=progress, n_ref=n_ref)  # fmt: skip
-    run = RunDir(Path(run_dir), tensorboard=False)
-    latest = run.latest_checkpoint_path()
-    record = {"time": rec.pop("time"), "step": int(latest.stem.split("-")[1]) if latest else None, **rec, "ema": ema}
-    if log:
-        run.log_eval(record)
-    return record
 
 
 def evaluate_sources(

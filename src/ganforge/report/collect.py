@@ -73,8 +73,9 @@ def collect(
 
 def measure(f: RunFacts, *, eval_n: int, explicit_n: bool, device: str, seed: int, progress: bool) -> None:
     """Metrics (when eval.jsonl has none for the final step) and diagnostics of one run."""
+    from ganforge.evaluation import evaluate_run
     from ganforge.generate import load_generator
-    from ganforge.metrics.evaluate import build_network, evaluate_run, reference_features
+    from ganforge.metrics.evaluate import build_network, reference_features
     from ganforge.report.diagnostics import coverage_available, diagnose
 
     try:

@@ -41,11 +41,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from ganforge.data.pipeline import seeded_generator
-from ganforge.errors import GanforgeError, UserError
-
-
-class DistributedFailure(GanforgeError):
-    """Another process of the job died or stopped answering: this one cannot go on alone."""
+from ganforge.errors import DistributedFailure, UserError
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import torch
 from ganforge.config import apply_overrides, load_config, validate
 from ganforge.data.from_config import load_data, resolve_labels
 from ganforge.device import resolve_device
-from ganforge.errors import UserError, warn
+from ganforge.errors import DistributedFailure, UserError, warn
 from ganforge.losses import gp_weight
 from ganforge.training import checkpoint as ckpt
 from ganforge.training import distributed
-from ganforge.training.distributed import Dist, DistributedFailure
+from ganforge.training.distributed import Dist
 from ganforge.training.run import RunDir, check_run_dir, is_run_dir
 from ganforge.training.trainer import Trainer
 

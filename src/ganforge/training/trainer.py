@@ -29,13 +29,13 @@ from tqdm import tqdm
 from ganforge.data.from_config import load_data
 from ganforge.data.pipeline import BatchStream, seeded_generator
 from ganforge.device import resolve_device
-from ganforge.errors import TrainingDiverged, UserError, warn
+from ganforge.errors import DistributedFailure, TrainingDiverged, UserError, warn
 from ganforge.images import make_grid, save_png
 from ganforge.losses import DStep, GStep, Part
 from ganforge.models import build_discriminator, build_generator
 from ganforge.training import checkpoint as ckpt
 from ganforge.training import distributed as dist_
-from ganforge.training.distributed import SINGLE, Dist, DistributedFailure
+from ganforge.training.distributed import SINGLE, Dist
 from ganforge.training.ema import EMA
 from ganforge.training.objective import Objective
 from ganforge.training.run import RunDir
@@ -69,10 +69,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def fixed_labels(cfg: dict[str, Any], data: Any, n: int, device: torch.device) -> torch.Tensor:
-    """Labels of the fixed sample grid: one class per grid column, or the attributes of n real images."""
+    """Labels of the fixed sample grid: one class per grid column, or the attributes of n real images
+    (repeated when the data holds fewer than n)."""
     m = cfg["model"]
     if m["label_kind"] == "attributes":
-        return torch.as_tensor(np.asarray(data.labels[:n]), dtype=torch.float32, device=device)
+        idx = np.arange(n) % len(data.labels)
+        return torch.as_tensor(np.asarray(data.labels[idx]), dtype=torch.float32, device=device)
     return torch.arange(n, device=device) % m["num_labels"]
 
 
@@ -121,7 +123,7 @@ class Precision:
                 s.load_state_dict(state[k])
 
 
-_STOP_CODES = {"SIGINT": 1, "SIGTERM": 2}
+_STOP_CODES = {"SIGINT": 1, "SIGTERM": 2, "time budget": 3}
 _STOP_NAMES = {v: k for k, v in _STOP_CODES.items()}
 
 
@@ -527,10 +529,17 @@ class Trainer:
                 pbar.update(1)
                 if t["sample_every"] and self.step % t["sample_every"] == 0:
                     self.save_samples()
+                self.train_seconds += time.perf_counter() - mark  # sampling and checkpoints count; evaluation not
+                mark = time.perf_counter()
+                if t["max_seconds"] and self.train_seconds >= t["max_seconds"] and self._stop is None:
+                    if self.dist.enabled:  # agreed with the other processes at the next step's sync
+                        self._pending = self._pending or "time budget"
+                    else:
+                        self._stop = "time budget"  # _finish writes the checkpoint of this step
                 if t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
                     self.save_checkpoint()
                 now = time.perf_counter()
-                self.train_seconds += now - mark  # sampling and checkpoints count; evaluation does not
+                self.train_seconds += now - mark
                 if t["eval_every"] and (self.step % t["eval_every"] == 0 or self.step == total):
                     self.evaluate(self._sync_for_checkpoint())
                     tic += time.perf_counter() - now  # img/s measures training only

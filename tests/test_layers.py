@@ -1,0 +1,48 @@
+"""The layering rule of docs/ARCHITECTURE.md, checked on the source: a module imports only from its own layer or
+below (plugins found by module name -- config fragments, objective parts, CLI commands -- are not imports)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import ganforge
+
+ROOT = Path(ganforge.__file__).parent
+LAYERS = [
+    {"errors", "registry", "fileio", "device", "images", "config", "__init__"},
+    {"data", "models", "losses", "regularizers", "augment"},
+    {"metrics"},
+    {"training"},
+    {"generate", "visualize", "evaluation", "export", "tf"},
+    {"web", "report", "compare"},
+    {"cli", "__main__"},
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ganforge":
+            out.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "ganforge"]
+    return out
+
+
+def test_every_package_module_has_a_layer():
+    tops = {p.relative_to(ROOT).parts[0].removesuffix(".py") for p in ROOT.rglob("*.py")}
+    assert tops <= set(LAYER), f"add {sorted(tops - set(LAYER))} to LAYERS here and in docs/ARCHITECTURE.md"
+
+
+def test_modules_import_downward_only():
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        me = path.relative_to(ROOT).parts[0].removesuffix(".py")
+        for line, module in _imports(path):
+            parts = module.split(".")
+            target = parts[1] if len(parts) > 1 else "__init__"
+            if LAYER[target] > LAYER[me]:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not bad, "upward imports:\n" + "\n".join(bad)
