@@ -232,3 +232,16 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, data32, monkeypatch, poli
     assert not (run.path / "checkpoints" / "step-00000020.safetensors").exists()
     ck.read_checkpoint(run.path / "checkpoints" / "step-00000010.safetensors")  # intact, hash verified
     assert "disk full" in (run.path / "train.log").read_text()
+
+
+def test_training_never_imports_tensorflow(tmp_path):
+    """TensorBoard would import TensorFlow (installed by the tf extra) into every training process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ganforge.training.run import RunDir; from pathlib import Path; "
+            f"r = RunDir(Path({str(tmp_path / 'r')!r})); r.tb.add_scalar('x', 1.0, 0); r.tb.flush(); "
+            "print('tensorflow' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    assert list((tmp_path / "r" / "tb").glob("events.out.tfevents.*"))

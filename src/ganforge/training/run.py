@@ -45,6 +45,17 @@ def check_run_dir(path: Path) -> None:
             raise UserError(f"--run-dir {path} exists and is not empty; choose a new or empty folder")
 
 
+def _tensorboard_without_tensorflow() -> None:
+    """TensorBoard's writer imports TensorFlow whenever it is installed (the `tf` extra): seconds of start-up and
+    ~400 MB per training process, for event files its own stub writes identically. Its documented switch is the
+    presence of `tensorboard.compat.notf`; provide it unless TensorFlow is already loaded (the TF backend)."""
+    import sys
+    import types
+
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -182,6 +193,7 @@ class RunDir:
     @property
     def tb(self) -> Any:
         if self._tb is None and self._tb_enabled:
+            _tensorboard_without_tensorflow()
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.path / "tb"))
