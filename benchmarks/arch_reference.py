@@ -41,7 +41,8 @@ Timing: each round is a fresh process per model (2 threads) that builds all of i
 up (`--warmup` steps), then times `--steps` steps of each, one step of one contender after the other in a
 rotating order: on a shared machine the load changes within seconds, and step-by-step turns expose every
 contender to the same load (whole runs in turn did not: the same run varied several-fold from one minute
-to the next). Default 16 steps: each side does exactly one lazy R1 step among them. Table: medians over rounds.
+to the next). Default 16 steps: each side does exactly one lazy R1 step among them. img/s: the median over
+rounds of each step's time, summed over the steps; "per round": the range of ganforge / this per round.
 
     python benchmarks/arch_reference.py --reference ~/src/stylegan2-ada-pytorch [--steps 16] [--rounds 3]
 """
@@ -110,15 +111,14 @@ def load_reference(ref_dir: str) -> types.SimpleNamespace:
     return types.SimpleNamespace(networks=networks, loss=loss, bias_act=bias_act, upfirdn2d=upfirdn2d)
 
 
-def check_reference(ref_dir: str | None) -> str:
+def reference_problem(ref_dir: str | None) -> str | None:
+    """What is wrong with the --reference argument, or None."""
     if not ref_dir:
-        raise SystemExit("arch_reference: pass --reference DIR (a checkout of "
-                         "https://github.com/NVlabs/stylegan2-ada-pytorch) or set STYLEGAN2_ADA_DIR")  # fmt: skip
+        return ("pass --reference DIR (a checkout of https://github.com/NVlabs/stylegan2-ada-pytorch) or set "
+                "STYLEGAN2_ADA_DIR")  # fmt: skip
     missing = [p for p in ("training/networks.py", "training/loss.py", "torch_utils/ops/bias_act.py")
                if not (Path(ref_dir) / p).is_file()]  # fmt: skip
-    if missing:
-        raise SystemExit(f"arch_reference: {ref_dir} is not a stylegan2-ada-pytorch checkout (no {missing[0]})")
-    return str(Path(ref_dir).resolve())
+    return f"--reference {ref_dir}: not a stylegan2-ada-pytorch checkout (no {missing[0]})" if missing else None
 
 
 # --- shared pieces of the reference loops -----------------------------------------------------------
@@ -399,7 +399,7 @@ def measure(model: str, ref_dir: str, steps: int, warmup: int) -> dict[str, dict
         mine = side in GANFORGE
         run = runs[side] = ganforge_trainer(model, GANFORGE[side], images) if mine else kinds[side](ref, cfg, images)
         step = run.train_step if mine else run.step
-        out[side] = {"step": step, "secs": 0.0, "g_params": sum(p.numel() for p in run.G.parameters()),
+        out[side] = {"step": step, "secs": [], "g_params": sum(p.numel() for p in run.G.parameters()),
                      "d_params": sum(p.numel() for p in run.D.parameters())}  # fmt: skip
         if not mine:
             out[side]["batch"] = run.batch
@@ -414,13 +414,20 @@ def measure(model: str, ref_dir: str, steps: int, warmup: int) -> dict[str, dict
         for side in sides[i % len(sides) :] + sides[: i % len(sides)]:
             t = time.perf_counter()
             out[side]["step"]()
-            out[side]["secs"] += time.perf_counter() - t
+            out[side]["secs"].append(time.perf_counter() - t)
     for side in GANFORGE:  # the batch the steps really used
         out[side]["batch"] = (runs[side].images_seen - seen[side]) // steps
     for r in out.values():
-        r["img_s"] = steps * r["batch"] / r.pop("secs")
         del r["step"]
     return out
+
+
+def img_per_s(rounds: list[dict[str, dict[str, Any]]], side: str) -> float:
+    """Images per second of the median step time at each step index, over rounds, summed: steps at the same
+    index do the same work (the lazy R1 one included), and a load burst on one step in one round is dropped."""
+    per_step = zip(*(r[side]["secs"] for r in rounds), strict=True)
+    secs = sum(statistics.median(ts) for ts in per_step)
+    return len(rounds[0][side]["secs"]) * rounds[0][side]["batch"] / secs
 
 
 def main() -> None:
@@ -429,11 +436,16 @@ def main() -> None:
                     help="checkout of NVlabs/stylegan2-ada-pytorch (default: $STYLEGAN2_ADA_DIR)")  # fmt: skip
     ap.add_argument("--steps", type=int, default=16, help="timed steps per contender and round (16: one lazy R1)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--models", default="stylegan2,progan")
     ap.add_argument("--child", metavar="MODEL", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    ref_dir = check_reference(a.reference)
+    problem = reference_problem(a.reference)
+    if min(a.steps, a.rounds) < 1 or a.warmup < 0:
+        problem = "--steps and --rounds must be at least 1, --warmup at least 0"
+    if problem:
+        ap.error(problem)
+    ref_dir = str(Path(a.reference).resolve())
     if a.child:
         print(json.dumps(measure(a.child, ref_dir, a.steps, a.warmup)))
         return
@@ -442,30 +454,41 @@ def main() -> None:
     if bad:
         ap.error(f"--models: unknown {bad[0]!r}; choose from {', '.join(SIDES)}")
     res: dict[str, list[dict[str, dict[str, Any]]]] = {m: [] for m in models}
+    load = [os.getloadavg()[0]]
     for r in range(a.rounds):
         for m in models if r % 2 == 0 else models[::-1]:
             cmd = [sys.executable, __file__, "--reference", ref_dir, "--steps", str(a.steps), "--warmup",
                    str(a.warmup), "--child", m]  # fmt: skip
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            res[m].append(json.loads(out.strip().splitlines()[-1]))
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                sys.exit(f"arch_reference: the {m} measurement failed:\n{proc.stderr[-4000:]}")
+            res[m].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"torch {torch.__version__}, CPU fp32, {THREADS} threads; {a.rounds} rounds (a fresh process each) x "
           f"{a.steps} timed steps per contender, taken in turn, after {a.warmup} warm-up steps; "
           f"reference: {ref_dir}")  # fmt: skip
+    load.append(os.getloadavg()[0])
+    cores = os.cpu_count() or 1
+    print(f"load average (1 min) before/after: {load[0]:.1f}/{load[1]:.1f} on {cores} cores")
+    if load[0] > 1.5 * cores:
+        # other processes' threads make the 2 threads of a step wait for each other: steps get several times
+        # slower at random, and no timing order evens that out
+        print("WARNING: the machine was busy before the run; the numbers are unreliable, rerun it when idle")
     for m in models:
-        base = statistics.median(x["ganforge"]["img_s"] for x in res[m])
+        ips = {s: img_per_s(res[m], s) for s in SIDES[m]}
         print(f"\n{m} ({PRESETS[m][0]})\n")
-        print("| implementation | batch | G params | D params | img/s (median) | ganforge / this | note |")
-        print("|---|---|---|---|---|---|---|")
+        print("| implementation | batch | G params | D params | img/s | ganforge / this | per round | note |")
+        print("|---|---|---|---|---|---|---|---|")
         for s in SIDES[m]:
             r0 = res[m][0][s]
-            ips = statistics.median(x[s]["img_s"] for x in res[m])
+            rounds = sorted(img_per_s([x], "ganforge") / img_per_s([x], s) for x in res[m])
             note = []
             if "ops" in r0:
                 note.append("official ops: reference impl" if all(r0["ops"]) else "official ops: PLUGIN LOADED")
             if "max_diff" in r0:
                 note.append(f"max abs diff of G, D outputs vs ganforge's {r0['max_diff']:.1e}")
-            print(f"| {s} | {r0['batch']} | {r0['g_params']:,} | {r0['d_params']:,} | {ips:.1f} | "
-                  f"{base / ips:.2f} | {'; '.join(note)} |")  # fmt: skip
+            ratio = f"{ips['ganforge'] / ips[s]:.2f} | {rounds[0]:.2f}-{rounds[-1]:.2f}"
+            print(f"| {s} | {r0['batch']} | {r0['g_params']:,} | {r0['d_params']:,} | {ips[s]:.1f} | {ratio} | "
+                  f"{'; '.join(note)} |")  # fmt: skip
 
 
 if __name__ == "__main__":

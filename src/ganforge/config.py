@@ -37,6 +37,8 @@ SCHEMA: dict[str, Any] = {
     "name": Key("run", str, "short name of the run; the default run dir is runs/<name>"),
     "seed": Key(0, int, "seed for weights, data order, noise and augmentation", min=0, max=2**63 - 1),
     "device": Key("auto", str, "where to train", choices=("auto", "cpu", "cuda")),
+    "backend": Key("torch", str, "framework that trains: torch, or tensorflow (Keras 3; the mlp and dcgan "
+                   "families, see ganforge.tf.train)", choices=("torch", "tensorflow")),
     "data": {
         "source": Key("fashion-mnist", str, "dataset spec: fashion-mnist, mnist[:test], a folder or .zip"),
         "data_dir": Key(None, str, "folder holding the dataset files", nullable=True),

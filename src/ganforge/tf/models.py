@@ -90,7 +90,9 @@ class TorchBatchNorm(layers.Layer):
         if affine:
             self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="weight")
             self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="bias")
-        self.running_mean = self.add_weight(shape=(channels,), initializer="zeros", trainable=False, name="running_mean")
+        self.running_mean = self.add_weight(
+            shape=(channels,), initializer="zeros", trainable=False, name="running_mean"
+        )
         self.running_var = self.add_weight(shape=(channels,), initializer="ones", trainable=False, name="running_var")
         self.num_batches_tracked = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False,
                                                    name="num_batches_tracked")  # fmt: skip
@@ -110,7 +112,9 @@ class TorchBatchNorm(layers.Layer):
         return y * self.gamma + self.beta if self.affine else y
 
     def entries(self, key: str) -> list[Entry]:
-        out = [Entry(f"{key}.weight", self.gamma, "same"), Entry(f"{key}.bias", self.beta, "same")] if self.affine else []
+        out = (
+            [Entry(f"{key}.weight", self.gamma, "same"), Entry(f"{key}.bias", self.beta, "same")] if self.affine else []
+        )
         return out + [Entry(f"{key}.{n}", getattr(self, n), "same") for n in ("running_mean", "running_var",
                                                                              "num_batches_tracked")]  # fmt: skip
 
@@ -381,7 +385,8 @@ def keras_discriminator(D: nn.Module, in_shape: tuple[int, int, int], name: str 
 
 def torch_state(model: KeyedModel) -> dict[str, np.ndarray]:
     """The model's weights as a torch state dict of NumPy arrays (torch layout and keys)."""
-    return {e.key: np.ascontiguousarray(to_torch_layout(e, np.asarray(e.var.numpy()))) for e in model.entries}
+    # np.array(order="C"), not ascontiguousarray: num_batches_tracked must stay 0-d
+    return {e.key: np.array(to_torch_layout(e, np.asarray(e.var.numpy())), order="C") for e in model.entries}
 
 
 def load_torch_state(model: KeyedModel, state: dict[str, np.ndarray], what: str = "") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,23 @@ from ganforge.training import distributed
 from ganforge.training.distributed import Dist
 from ganforge.training.run import RunDir, check_run_dir, is_run_dir
 from ganforge.training.trainer import Trainer
+
+# the trainer of each `backend`, found by module name (ganforge.tf sits above training/ in the layering)
+TRAINERS = {"torch": ("ganforge.training.trainer", "Trainer"), "tensorflow": ("ganforge.tf.train", "TFTrainer")}
+
+
+def trainer_class(cfg: dict[str, Any]) -> type[Trainer]:
+    module, name = TRAINERS[cfg.get("backend", "torch")]
+    return getattr(importlib.import_module(module), name)
+
+
+def check_backend(cfg: dict[str, Any], nproc: int = 1) -> None:
+    """What a backend cannot train is a one-line error before any data or folder (tensorflow: mlp, dcgan)."""
+    if cfg.get("backend", "torch") == "torch":
+        return
+    if nproc > 1:
+        raise UserError(f"backend {cfg['backend']} trains in one process; leave out --nproc / torchrun")
+    trainer_class(cfg).check_config(cfg)
 
 
 def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -96,6 +114,7 @@ def _plan_resume(resume: Path, overrides: list[str], data: Any, world: int = 1) 
     run.lock()
     try:
         cfg = apply_overrides(run.read_config(), overrides)
+        check_backend(cfg, world)
         distributed.check_world(cfg, world, resolve_device(cfg["device"]))
         found, warnings = ckpt.latest_checkpoint(run.checkpoints)
         for w in warnings:
@@ -119,6 +138,7 @@ def _plan_new(config: str | dict[str, Any] | None, overrides: list[str], run_dir
         cfg = apply_overrides(validate(config), overrides)
     else:
         cfg = load_config(config, overrides)
+    check_backend(cfg, world)
     distributed.check_world(cfg, world, resolve_device(cfg["device"]))  # before any data or folder
     init = resolve_checkpoint(init_from) if init_from is not None else None
     path = Path(run_dir) if run_dir is not None else default_run_dir(cfg["name"])
@@ -134,7 +154,7 @@ def _start(plan: _Plan, quiet: bool, dist: Dist) -> Trainer:
     """The trainer of a plan, its state restored (resume) or initialised (fine-tuning); the run dir logs it."""
     run = plan.run
     try:
-        trainer = Trainer(plan.cfg, run, data=plan.data, quiet=quiet, dist=dist)
+        trainer = trainer_class(plan.cfg)(plan.cfg, run, data=plan.data, quiet=quiet, dist=dist)
         if plan.new:
             if plan.init is not None:
                 trainer.init_from(plan.init)
@@ -193,6 +213,7 @@ def check_launch(config: str | dict[str, Any] | None, overrides: list[str], *, r
     overrides = list(overrides) + ([f"device={device}"] if device is not None else [])
     cfg = _requested_config(config, overrides, resume)
     dev = resolve_device(cfg["device"])
+    check_backend(cfg, nproc)
     distributed.check_world(cfg, nproc, dev)
     if dev.type == "cuda" and nproc > torch.cuda.device_count():
         raise UserError(f"--nproc {nproc} but this machine shows {torch.cuda.device_count()} GPU(s); one process "
