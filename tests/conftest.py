@@ -21,6 +21,18 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["GANFORGE_CACHE"] = tempfile.mkdtemp(prefix="ganforge-test-cache-")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module's runs (module-scoped fixtures train before any per-test setting): two fight
+    over a busy 2-core machine. torch's setting is process-wide, so the other modules get theirs back."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.cache: every test session gets its own ganforge cache."""

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from conftest import FAST, png_folder
 
@@ -19,17 +18,7 @@ from ganforge.errors import UserError
 NET = "fashion-mnist-cnn"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _module_env(tmp_path_factory):
-    """For the module-scoped runs (set up before conftest's per-test cache fixture): the session's private cache,
-    and one torch thread, since two fight over a busy 2-core machine (train.threads and torch's setting are
-    process-wide, so the other modules get theirs back)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GANFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "ganforge-cache"))
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

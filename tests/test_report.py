@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import FAST, png_folder
 from PIL import Image
 
@@ -34,17 +33,7 @@ def _user_png(path: Path, value: int) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _module_env(tmp_path_factory):
-    """For the module-scoped runs (set up before conftest's per-test cache fixture): the session's private cache,
-    and one torch thread, since two fight over a busy 2-core machine (train.threads and torch's setting are
-    process-wide, so the other modules get theirs back)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GANFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "ganforge-cache"))
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
