@@ -43,6 +43,7 @@ from ganforge.losses import gp_weight
 from ganforge.models import build_discriminator, build_generator
 from ganforge.training import checkpoint as ckpt
 from ganforge.training.distributed import SINGLE, Dist
+from ganforge.training.ema import ema_decay
 from ganforge.training.objective import Objective
 from ganforge.training.run import RunDir
 from ganforge.training.trainer import Trainer, fixed_labels
@@ -68,15 +69,6 @@ def check_config(cfg: dict[str, Any]) -> None:
     if unsupported:
         raise UserError(f"{unsupported[0]} is not supported with backend tensorflow (it has GP, drift, d_steps, EMA "
                         "and conditioning); remove it or use backend=torch")  # fmt: skip
-
-
-def ema_decay(step: int, images: int, decay: float, start: int, kimg: float | None) -> float:
-    """training/ema.py's rule: 0 (copy) before `start`, else the per-step decay (or the ema_kimg half-life for
-    `images`) capped by the warm-up (1 + step) / (10 + step)."""
-    if step < start:
-        return 0.0
-    d = 0.5 ** (images / (kimg * 1000.0)) if kimg else decay
-    return min(d, (1 + step) / (10 + step))
 
 
 def _tf() -> Any:

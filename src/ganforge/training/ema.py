@@ -12,6 +12,16 @@ import torch
 from torch import nn
 
 
+def ema_decay(step: int, images: int, decay: float, start: int = 0, kimg: float | None = None) -> float:
+    """The one EMA rule (both backends): 0 (a copy) before `start`; else the per-step `decay`, or with `kimg` the
+    half-life 0.5 ** (images / (kimg * 1000)) for the `images` of this step; capped by the warm-up
+    (1 + step) / (10 + step), a short memory early on so G_ema is not stuck near the random init."""
+    if step < start:
+        return 0.0
+    d = 0.5 ** (images / (kimg * 1000.0)) if kimg else decay
+    return min(d, (1 + step) / (10 + step))
+
+
 class EMA:
     """`decay` per step, or -- when `kimg` is given -- a half-life of `kimg` thousand real images (StyleGAN's
     ema_kimg): decay = 0.5 ** (images / (kimg * 1000)) for the images of each step, so the memory in images
@@ -27,8 +37,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int, images: int = 0) -> None:
         """After G update `step`, which consumed `images` real images."""
-        # warm-up: a short memory early on, so G_ema is not stuck near the random init
-        decay = 0.0 if step < self.start else min(self.step_decay(images), (1 + step) / (10 + step))
+        decay = ema_decay(step, images, self.decay, self.start, self.kimg)
         ema_p = list(self.model.parameters())
         src_p = list(model.parameters())
         if decay == 0.0:
