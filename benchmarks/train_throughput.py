@@ -9,6 +9,14 @@ ready float batch) with its defaults: EMA generator on, channels-last on CPU.
 
 Rounds alternate A/B so that machine noise hits both; the table shows the median img/s.
 
+The FLOP column is the reference's floating-point work per step over ganforge's, counted by
+`torch.utils.flop_counter` on one real step of each: the most a float32 step that computes the same
+algorithm can gain by doing less work (ganforge skips D's weight gradients during the G step; everything
+else is the algorithm's minimum). Beyond it, speed can only come from faster kernels (channels-last) or
+lower precision: `ganforge amp=bf16` is the same train_step with `train.amp=bf16` (autocast forward
+passes, float32 losses and weights), which uses AMX/AVX512-BF16 where the CPU has them and is slower
+than float32 where it has not.
+
     python benchmarks/train_throughput.py [--steps 10] [--rounds 3] [--sizes 28:32,32:64,64:64]
 """
 
@@ -22,6 +30,7 @@ import types
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ganforge.config import load_config
 from ganforge.models.dcgan import _stages, dcgan_init
@@ -109,6 +118,13 @@ def time_steps(step, n: int) -> float:
     return time.perf_counter() - t
 
 
+def step_flops(step) -> int:
+    """Floating-point operations of one call of `step` (convolutions and matmuls, forward and backward)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=10, help="timed steps per round")
@@ -126,23 +142,28 @@ def main() -> None:
             "reference": Reference(res, nf, bs=a.batch).step,
             "ganforge": make_ganforge(res, nf, a.batch).train_step,
             "ganforge no-EMA": make_ganforge(res, nf, a.batch, ema=False).train_step,
+            "ganforge amp=bf16": make_ganforge(res, nf, a.batch, amp="bf16").train_step,
         }
         speeds: dict[str, list[float]] = {k: [] for k in contenders}
         for step in contenders.values():
             time_steps(step, 3)  # warm-up: allocator, oneDNN primitive cache
+        flop_ratio = step_flops(contenders["reference"]) / step_flops(contenders["ganforge"])
         for _ in range(a.rounds):
             for name, step in contenders.items():
                 speeds[name].append(a.steps * a.batch / time_steps(step, a.steps))
         med = {k: statistics.median(v) for k, v in speeds.items()}
-        rows.append((res, nf, med))
+        rows.append((res, nf, med, flop_ratio))
     names = list(rows[0][2])
-    head = f"| size | nf | {' | '.join(n + ' img/s' for n in names)} | ratio ganforge/ref | ratio no-EMA/ref |"
+    others = [n for n in names if n != "reference"]
+    head = (f"| size | nf | {' | '.join(n + ' img/s' for n in names)} | "
+            f"{' | '.join(n + ' / ref' for n in others)} | ref FLOPs / ganforge FLOPs |")  # fmt: skip
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for res, nf, med in rows:
+    for res, nf, med, flop_ratio in rows:
         ref = med["reference"]
         cells = " | ".join(f"{med[n]:.0f}" for n in names)
-        print(f"| {res}x{res} | {nf} | {cells} | {med['ganforge'] / ref:.2f} | {med['ganforge no-EMA'] / ref:.2f} |")
+        ratios = " | ".join(f"{med[n] / ref:.2f}" for n in others)
+        print(f"| {res}x{res} | {nf} | {cells} | {ratios} | {flop_ratio:.3f} |")
 
 
 if __name__ == "__main__":
