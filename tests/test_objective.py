@@ -160,6 +160,22 @@ def test_time_budget_stops_with_a_checkpoint_and_a_resume_keeps_the_clock(tmp_pa
     assert 1.0 <= c2.meta["train_seconds"] < 1.0 + 5.0  # carried over, not restarted from 0
 
 
+def test_a_time_budget_progress_bar_counts_seconds_of_training_not_a_placeholder_step_total(tmp_path, capsys):
+    """`ganforge compare --minutes` sets a huge step total; the bar must show the budget, not '12/1000000000'."""
+    from ganforge.training.launch import train
+
+    over = FAST + ["train.steps=1000000000", "train.max_seconds=1", "train.tensorboard=false", "train.log_every=1"]
+    train("fashion_mnist_dcgan", over, run_dir=tmp_path / "r", data=synthetic_data(n=64), quiet=False)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    final = [line for line in bar if "s of training" in line][-1]
+    assert "1000000000" not in "\n".join(bar)
+    assert "1/1 s of training" in final and "step=" in final, final  # the budget reached
+    trainer = Trainer(load_config("fashion_mnist_dcgan", FAST + ["train.steps=50"]), data=synthetic_data(n=64))
+    steps_bar = trainer._progress_bar()
+    assert (steps_bar.total, steps_bar.unit) == (50, "step")
+    steps_bar.close()
+
+
 def test_attribute_grid_labels_repeat_when_the_data_is_small():
     from ganforge.training.trainer import fixed_labels
 

@@ -504,8 +504,7 @@ class Trainer:
     def _loop(self) -> None:
         t = self.cfg["train"]
         total = t["steps"]
-        pbar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=self.quiet or not self.dist.is_main,
-                    dynamic_ncols=True, mininterval=0.5, file=sys.stderr)  # fmt: skip
+        pbar = self._progress_bar()
         is_cuda = self.device.type == "cuda"
         tic, tic_images = time.perf_counter(), self.images_seen
         try:
@@ -524,12 +523,13 @@ class Trainer:
                     tic, tic_images = now, self.images_seen
                     self._log(ips)
                     extra = {k: f"{v:.3g}" for k, v in self.progress().items() if k in ("ada_p", "resolution", "alpha")}
-                    pbar.set_postfix(D=f"{self._last['loss_d']:.3f}", G=f"{self._last['loss_g']:.3f}",
+                    step = {"step": self.step} if t["max_seconds"] else {}
+                    pbar.set_postfix(**step, D=f"{self._last['loss_d']:.3f}", G=f"{self._last['loss_g']:.3f}",
                                      img_s=f"{ips:.0f}", **extra, refresh=False)  # fmt: skip
-                pbar.update(1)
                 if t["sample_every"] and self.step % t["sample_every"] == 0:
                     self.save_samples()
                 self.train_seconds += time.perf_counter() - mark  # sampling and checkpoints count; evaluation not
+                pbar.update(min(self.train_seconds, t["max_seconds"]) - pbar.n if t["max_seconds"] else 1)
                 mark = time.perf_counter()
                 if t["max_seconds"] and self.train_seconds >= t["max_seconds"] and self._stop is None:
                     if self.dist.enabled:  # agreed with the other processes at the next step's sync
@@ -546,6 +546,18 @@ class Trainer:
                 mark = time.perf_counter()
         finally:
             pbar.close()
+
+    def _progress_bar(self) -> tqdm:
+        """Steps out of `train.steps`; with a time budget (`train.max_seconds`, e.g. from `ganforge compare`,
+        where the step total is a placeholder) the budget's training seconds instead, the step in the postfix."""
+        t = self.cfg["train"]
+        common = dict(desc="train", disable=self.quiet or not self.dist.is_main, dynamic_ncols=True, mininterval=0.5,
+                      file=sys.stderr)  # fmt: skip
+        if not t["max_seconds"]:
+            return tqdm(total=t["steps"], initial=self.step, unit="step", **common)
+        budget = float(t["max_seconds"])
+        return tqdm(total=budget, initial=min(self.train_seconds, budget), unit="s", **common,
+                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of training [{elapsed}<{remaining}{postfix}]")  # fmt: skip
 
     def _finish(self) -> None:
         """The end of a run (done or stopped): a checkpoint of the last step, a sample grid, the loss curves."""
