@@ -52,6 +52,36 @@ def synthetic_data(n: int = 256, res: int = 32, channels: int = 1, seed: int = 0
     return types.SimpleNamespace(images=imgs, labels=lab, classes=[str(i) for i in range(10)] if labels else None)
 
 
+# a StyleGAN2 small enough to train a few steps in a second
+SMALL_SG = ["model.nf=8", "model.nf_max=16", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2",
+            "train.batch_size=8", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10",
+            "train.eval_every=0"]  # fmt: skip
+
+
+def attribute_data(n: int = 64) -> types.SimpleNamespace:
+    """Synthetic images with two CelebA-style binary attributes (float multi-hot labels)."""
+    base = synthetic_data(n=n)
+    labels = (np.random.default_rng(1).random((n, 2)) > 0.5).astype(np.float32)
+    names = ["Smiling", "Male"]
+    return types.SimpleNamespace(images=base.images, labels=labels, classes=names, label_kind="attributes")
+
+
+def tiny_runs(root: Path) -> dict[str, Path]:
+    """Four 4-step runs (seconds): plain DCGAN, a small StyleGAN2, class- and attribute-conditional DCGANs."""
+    from ganforge.training.launch import train
+
+    cond = FAST + ["train.steps=4", "model.conditional=true"]
+    return {
+        "dcgan": train("fashion_mnist_dcgan", FAST + ["train.steps=4"], run_dir=root / "dcgan",
+                       data=synthetic_data(n=64), quiet=True)[0].path,
+        "stylegan2": train("fashion_mnist32_stylegan2", SMALL_SG + ["train.steps=4"], run_dir=root / "stylegan2",
+                           data=synthetic_data(n=64), quiet=True)[0].path,
+        "classes": train("fashion_mnist_dcgan", cond, run_dir=root / "classes", data=synthetic_data(n=64, labels=True),
+                         quiet=True)[0].path,
+        "attrs": train("fashion_mnist_dcgan", cond, run_dir=root / "attrs", data=attribute_data(), quiet=True)[0].path,
+    }  # fmt: skip
+
+
 def png_folder(d, n: int, res: int = 32):
     """Write n synthetic grayscale PNGs (000.png, 001.png, ...) into folder d and return it."""
     from PIL import Image

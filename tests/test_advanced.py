@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import synthetic_data
+from conftest import SMALL_SG, synthetic_data
 from safetensors.torch import load_file
 
 from ganforge.cli import main
@@ -22,10 +22,6 @@ from ganforge.training.schedule import GrowSchedule
 
 SMALL_PG = ["model.nf=8", "model.nf_max=16", "model.z_dim=16", "train.log_every=5", "train.sample_every=10",
             "train.checkpoint_every=10", "train.eval_every=0"]  # fmt: skip
-SMALL_SG = ["model.nf=8", "model.nf_max=16", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2",
-            "train.batch_size=8", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10",
-            "train.eval_every=0"]  # fmt: skip
-
 
 def _sched(**grow):
     cfg = load_config("fashion_mnist32_progan", [f"grow.{k}={v}" for k, v in grow.items()])

@@ -20,12 +20,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_runs
 from PIL import Image
 from starlette.testclient import TestClient
-from test_interpolate import tiny_runs
 
 from ganforge.cli import main
-from ganforge.generate import make_labels, sample, style_mix
+from ganforge.generate import load_generator, make_labels, sample, style_mix
 from ganforge.images import make_grid
 from ganforge.web import LIMITS, create_app
 from ganforge.web.app import LOOPBACK_NAMES
@@ -81,6 +81,32 @@ def test_run_list_shows_model_step_and_latest_fid(client, runs):
     assert by_id["attrs"]["label_names"] == ["Smiling", "Male"]
     assert "path" not in json.dumps(body) and str(runs["dcgan"]) not in json.dumps(body)  # no paths leak out
     assert body["limits"]["max_images"] == LIMITS["max_images"]
+
+
+def test_a_run_still_training_is_followed_to_its_newest_checkpoint(tmp_path, capsys):
+    """Serving a run while it trains: a newer checkpoint replaces the generator at the next request; one that
+    cannot be loaded keeps the current generator and is reported once, not retried on every request."""
+    from conftest import FAST, synthetic_data
+
+    from ganforge.training.launch import train
+
+    data = synthetic_data(n=64)
+    run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=4"], run_dir=tmp_path / "live", data=data, quiet=True)
+    client = TestClient(create_app([run.path]))
+    assert client.get("/api/runs").json()["runs"][0]["step"] == 4
+    before = post(client, "live/grid", {"seed": 3, "n": 4}).content
+    train(None, ["train.steps=8"], resume=run.path, data=data, quiet=True)
+    after = post(client, "live/grid", {"seed": 3, "n": 4}).content
+    G8, _ = load_generator(run.path)
+    assert np.array_equal(decode(after), expected(sample(G8, 4, seed=3))) and after != before
+    assert client.get("/api/runs").json()["runs"][0]["step"] == 8
+    damaged = run.checkpoints / "step-00000012.json"  # e.g. a disk that filled up while it was written
+    damaged.write_text((run.checkpoints / "step-00000008.json").read_text())
+    damaged.with_suffix(".safetensors").write_bytes(b"cut short")
+    for _ in range(2):
+        assert post(client, "live/grid", {"seed": 3, "n": 4}).content == after
+    assert client.get("/api/runs").json()["runs"][0]["step"] == 8
+    assert capsys.readouterr().err.count("still serving step 8") == 1
 
 
 def test_grid_is_the_sample_of_that_seed(client, served):

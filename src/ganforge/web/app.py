@@ -185,6 +185,7 @@ def create_app(
         async def handle(request: Request) -> Response:
             try:
                 run = run_of(request)
+                await run_in_threadpool(run.refresh)
                 render = work(run, Fields(await read_json(request), allowed | LABEL_FIELDS))
                 png = await run_in_threadpool(render)
             except ApiError as e:
@@ -215,6 +216,8 @@ def create_app(
         return HTMLResponse(page, headers={"cache-control": "no-store"})
 
     async def list_runs(request: Request) -> Response:
+        for run in runs.values():
+            await run_in_threadpool(run.refresh)
         return JSONResponse({"runs": [r.info() for r in runs.values()], "limits": LIMITS})
 
     async def http_error(request: Request, exc: Exception) -> Response:

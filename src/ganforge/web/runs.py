@@ -1,5 +1,6 @@
-"""The runs a playground serves: each generator loaded once at start, used behind its own lock, and what the
-page shows about it (model, step, latest FID). Rendering returns PNG bytes; HTTP lives in `app.py`."""
+"""The runs a playground serves: each generator loaded at start (and again when a run still training writes a
+newer checkpoint), used behind its own lock, and what the page shows about it (model, step, latest FID).
+Rendering returns PNG bytes; HTTP lives in `app.py`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ganforge.errors import UserError
+from ganforge.errors import UserError, warn
 from ganforge.generate import (
     interpolation_path,
     load_generator,
@@ -52,7 +53,30 @@ class ServedRun:
     G: torch.nn.Module
     cfg: dict[str, Any]
     step: int | None
+    ema: bool = True
+    device: str = "cpu"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _skipped: int | None = None  # a newer checkpoint that could not be loaded (not retried on every request)
+
+    def refresh(self) -> None:
+        """Follow a run that is still training: when a newer checkpoint has appeared, serve it. The swap happens
+        under the lock, so a request renders with the old generator or the new one, never a mix; a checkpoint
+        that cannot be loaded keeps the current generator (and says so once)."""
+        have = ckpt.list_checkpoints(self.path / "checkpoints")  # names only: cheap enough for every request
+        if not have:
+            return
+        newest, js = have[-1]
+        if newest == self._skipped or (self.step is not None and newest <= self.step):
+            return
+        try:
+            G, _ = load_generator(self.path, ema=self.ema, device=self.device, checkpoint=js.with_suffix(".safetensors"))
+        except UserError as e:
+            self._skipped = newest
+            warn(f"{self.path}: step {newest} could not be loaded, still serving step {self.step} ({e})")
+            return
+        G.requires_grad_(False)
+        with self.lock:
+            self.G, self.step = G, newest
 
     @property
     def styled(self) -> bool:
@@ -130,5 +154,5 @@ def load_runs(run_dirs: list[str | Path], device: str = "cpu", ema: bool = True)
         rid, k = base, 2
         while rid in runs:
             rid, k = f"{base}-{k}", k + 1
-        runs[rid] = ServedRun(rid, path, G, cfg, have[-1][0] if have else None)
+        runs[rid] = ServedRun(rid, path, G, cfg, have[-1][0] if have else None, ema=ema, device=device)
     return runs
