@@ -210,6 +210,11 @@ def test_findings_flag_collapse_dropped_classes_memorization_and_divergence():
     assert "**bad** drops 7 of 10 classes" in text and "only c0, c1, c2 remain" in text  # c2: 0.05 >= 10% of 0.1
     assert "**bad** may memorize" in text and "0.15x the typical distance" in text and "**good** may" not in text
     assert "**bad** diverged (a NaN/inf loss) at step 57" in text
+    short = _facts("short", 30.0, stopped_by="SIGINT")
+    budget = _facts("budget", 30.0, stopped_by="time budget")
+    text = "\n".join(findings([a, short, budget]))
+    assert "**short** was stopped by SIGINT at step 100 of train.steps=" in text and "its full budget" in text
+    assert "**budget** was" not in text  # train.max_seconds ran out: that is the budget it was given
     few = _facts("few", 30.0, diagnostics={**healthy, "coverage": _cov([0.11] * 9 + [0.005])})
     assert "**few** drops classes: c9 (0.5% of samples vs 10.0% of real images)" in "\n".join(findings([a, few]))
 

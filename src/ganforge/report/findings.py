@@ -203,7 +203,8 @@ def findings(facts: list[RunFacts], budget: str | None = None) -> list[str]:
         out.append(f"**{f.label}** diverged (a NaN/inf loss) at step {f.diverged_at}; its numbers are of the last "
                    f"good checkpoint ({at}).")  # fmt: skip
     for f in facts:
-        if f not in diverged and f.step is not None and f.step < f.target_steps:
+        # a time-budget stop (train.max_seconds) is the end the run was given, not a short run
+        if f not in diverged and f.step is not None and f.step < f.target_steps and f.stopped_by != "time budget":
             how = f"stopped by {f.stopped_by}" if f.stopped_by else "interrupted"
             out.append(f"**{f.label}** was {how} at step {f.step} of train.steps={f.target_steps}: it did not get "
                        "its full budget.")  # fmt: skip
