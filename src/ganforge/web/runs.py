@@ -57,6 +57,7 @@ class ServedRun:
     device: str = "cpu"
     lock: threading.Lock = field(default_factory=threading.Lock)
     _skipped: int | None = None  # a newer checkpoint that could not be loaded (not retried on every request)
+    _loading: threading.Lock = field(default_factory=threading.Lock)  # one load of a new checkpoint at a time
 
     def refresh(self) -> None:
         """Follow a run that is still training: when a newer checkpoint has appeared, serve it. The swap happens
@@ -68,15 +69,18 @@ class ServedRun:
         newest, js = have[-1]
         if newest == self._skipped or (self.step is not None and newest <= self.step):
             return
+        if not self._loading.acquire(blocking=False):  # another request is loading it: serve the current one
+            return
         try:
             G, _ = load_generator(self.path, ema=self.ema, device=self.device, checkpoint=js.with_suffix(".safetensors"))
+            G.requires_grad_(False)
+            with self.lock:
+                self.G, self.step = G, newest
         except UserError as e:
             self._skipped = newest
             warn(f"{self.path}: step {newest} could not be loaded, still serving step {self.step} ({e})")
-            return
-        G.requires_grad_(False)
-        with self.lock:
-            self.G, self.step = G, newest
+        finally:
+            self._loading.release()
 
     @property
     def styled(self) -> bool:
