@@ -20,13 +20,14 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_runs
+from conftest import FAST, synthetic_data, tiny_runs
 from PIL import Image
 from starlette.testclient import TestClient
 
 from ganforge.cli import main
 from ganforge.generate import load_generator, make_labels, sample, style_mix
 from ganforge.images import make_grid
+from ganforge.training.launch import train
 from ganforge.web import LIMITS, create_app
 from ganforge.web.app import LOOPBACK_NAMES
 from ganforge.web.runs import load_runs
@@ -86,10 +87,6 @@ def test_run_list_shows_model_step_and_latest_fid(client, runs):
 def test_a_run_still_training_is_followed_to_its_newest_checkpoint(tmp_path, capsys):
     """Serving a run while it trains: a newer checkpoint replaces the generator at the next request; one that
     cannot be loaded keeps the current generator and is reported once, not retried on every request."""
-    from conftest import FAST, synthetic_data
-
-    from ganforge.training.launch import train
-
     data = synthetic_data(n=64)
     run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=4"], run_dir=tmp_path / "live", data=data, quiet=True)
     client = TestClient(create_app([run.path]))
