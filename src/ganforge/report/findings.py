@@ -13,6 +13,7 @@ from typing import Any
 
 from ganforge.report.diagnostics import entropy_ratio
 from ganforge.report.facts import RunFacts, group_key
+from ganforge.training.trainer import TIME_BUDGET
 
 COLLAPSE_DIVERSITY = 0.5  # generated feature spread below this fraction of the real spread
 COLLAPSE_IS = 0.5  # Inception Score below this fraction of the real images' IS
@@ -204,7 +205,7 @@ def findings(facts: list[RunFacts], budget: str | None = None) -> list[str]:
                    f"good checkpoint ({at}).")  # fmt: skip
     for f in facts:
         # a time-budget stop (train.max_seconds) is the end the run was given, not a short run
-        if f not in diverged and f.step is not None and f.step < f.target_steps and f.stopped_by != "time budget":
+        if f not in diverged and f.step is not None and f.step < f.target_steps and f.stopped_by != TIME_BUDGET:
             how = f"stopped by {f.stopped_by}" if f.stopped_by else "interrupted"
             out.append(f"**{f.label}** was {how} at step {f.step} of train.steps={f.target_steps}: it did not get "
                        "its full budget.")  # fmt: skip

@@ -123,7 +123,8 @@ class Precision:
                 s.load_state_dict(state[k])
 
 
-_STOP_CODES = {"SIGINT": 1, "SIGTERM": 2, "time budget": 3}
+TIME_BUDGET = "time budget"  # the stop reason train.max_seconds gives (train.log: "stopped by time budget")
+_STOP_CODES = {"SIGINT": 1, "SIGTERM": 2, TIME_BUDGET: 3}
 _STOP_NAMES = {v: k for k, v in _STOP_CODES.items()}
 
 
@@ -533,9 +534,9 @@ class Trainer:
                 mark = time.perf_counter()
                 if t["max_seconds"] and self.train_seconds >= t["max_seconds"] and self._stop is None:
                     if self.dist.enabled:  # agreed with the other processes at the next step's sync
-                        self._pending = self._pending or "time budget"
+                        self._pending = self._pending or TIME_BUDGET
                     else:
-                        self._stop = "time budget"  # _finish writes the checkpoint of this step
+                        self._stop = TIME_BUDGET  # _finish writes the checkpoint of this step
                 if t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
                     self.save_checkpoint()
                 now = time.perf_counter()
