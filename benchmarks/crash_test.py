@@ -129,7 +129,7 @@ SLOW_ENV = "CRASH_TEST_SLOW_CHECKPOINT"
 # write, which widens the window in which a SIGKILL leaves a checkpoint half-written.
 LAUNCHER = (
     "import os, sys, time\n"
-    "import ganforge.training.checkpoint as c\n"
+    "import ganforge.runs.checkpoint as c\n"
     f"s = float(os.environ.get({SLOW_ENV!r}) or 0)\n"
     "c.FAULT_HOOK = (lambda point: time.sleep(s)) if s else None\n"
     "from ganforge.cli import main\n"

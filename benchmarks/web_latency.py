@@ -32,8 +32,8 @@ import httpx
 import numpy as np
 import torch
 
+from ganforge.runs.rundir import is_run_dir
 from ganforge.training.launch import train
-from ganforge.training.run import is_run_dir
 from ganforge.web import create_app
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -16,7 +16,7 @@ from ganforge.config import load_config
 from ganforge.errors import UserError
 from ganforge.generate import load_generator, sample, style_layers, style_mix
 from ganforge.regularizers import path_length_penalty
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
 from ganforge.training.launch import train
 from ganforge.training.schedule import GrowSchedule
 

@@ -21,7 +21,7 @@ from conftest import synthetic_data
 
 from ganforge.cli import main
 from ganforge.errors import UserError
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
 from ganforge.training.launch import train
 
 

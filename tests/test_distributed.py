@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from ganforge.errors import UserError
 from ganforge.models import build_generator
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
 from ganforge.training import distributed
 from ganforge.training.launch import train
 from ganforge.training.trainer import Trainer

@@ -28,7 +28,7 @@ from ganforge.cli import main
 from ganforge.config import load_config, schema
 from ganforge.errors import UserError
 from ganforge.models import build_discriminator, build_generator
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
 from ganforge.training.trainer import Trainer
 
 FUZZ = settings(

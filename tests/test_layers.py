@@ -11,10 +11,11 @@ import ganforge
 ROOT = Path(ganforge.__file__).parent
 LAYERS = [
     {"errors", "registry", "fileio", "device", "images", "config", "__init__"},
+    {"runs"},
     {"data", "models", "losses", "regularizers", "augment"},
     {"metrics"},
     {"training"},
-    {"generate", "visualize", "evaluation", "export", "tf"},
+    {"generate", "visualize", "evaluation", "export", "tf", "latent"},
     {"web", "report", "compare"},
     {"cli", "__main__"},
 ]
@@ -46,3 +47,18 @@ def test_modules_import_downward_only():
             if LAYER[target] > LAYER[me]:
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert not bad, "upward imports:\n" + "\n".join(bad)
+
+
+SERVING = ("generate", "export", "evaluation", "web", "latent", "tf/mirrors.py", "tf/from_torch.py")
+
+
+def test_serving_a_generator_never_imports_training():
+    """Reading a run folder is the runs layer's job: sampling, export, evaluation and the playground load a
+    trained generator without importing the trainer (ganforge.training)."""
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if not rel.startswith(SERVING):
+            continue
+        bad += [f"{rel}:{line} imports {m}" for line, m in _imports(path) if m.startswith("ganforge.training")]
+    assert not bad, "serving code imports training:\n" + "\n".join(bad)

@@ -112,9 +112,9 @@ def test_evaluation_during_training_logs_keeps_best_and_resumes_exactly(tmp_path
     evaluating does not disturb training (10 steps == 5 + resume + 5, bitwise) and a resume drops nothing."""
     from conftest import png_folder
 
-    from ganforge.training import checkpoint as ckpt
+    from ganforge.runs import checkpoint as ckpt
+    from ganforge.runs.rundir import RunDir
     from ganforge.training.launch import train
-    from ganforge.training.run import RunDir
 
     folder = png_folder(tmp_path / "imgs", 64)
     over = FAST + [f"data.source={folder}", "train.eval_every=5", "train.eval_n=64", "train.eval_metrics=fid,kid",
@@ -135,8 +135,8 @@ def test_evaluation_during_training_logs_keeps_best_and_resumes_exactly(tmp_path
 
 
 def test_evaluation_failure_warns_and_training_goes_on(tmp_path, capsys):
+    from ganforge.runs.rundir import RunDir
     from ganforge.training.launch import train
-    from ganforge.training.run import RunDir
 
     over = FAST + ["train.eval_every=2", "train.eval_network=no-such-net", "train.steps=4", "train.tensorboard=false"]
     run, summary = train("fashion_mnist_dcgan", over, run_dir=tmp_path / "r", data=synthetic_data(n=64), quiet=True)
@@ -145,7 +145,7 @@ def test_evaluation_failure_warns_and_training_goes_on(tmp_path, capsys):
 
 
 def test_time_budget_stops_with_a_checkpoint_and_a_resume_keeps_the_clock(tmp_path):
-    from ganforge.training import checkpoint as ckpt
+    from ganforge.runs import checkpoint as ckpt
     from ganforge.training.launch import train
 
     data = synthetic_data(n=64)

@@ -34,9 +34,9 @@ from ganforge.generate import load_generator  # noqa: E402
 from ganforge.losses import LOSSES, build_loss  # noqa: E402
 from ganforge.models import build_discriminator, build_generator  # noqa: E402
 from ganforge.regularizers import gradient_penalty  # noqa: E402
-from ganforge.training import checkpoint as ckpt  # noqa: E402
+from ganforge.runs import checkpoint as ckpt  # noqa: E402
+from ganforge.runs.rundir import RunDir  # noqa: E402
 from ganforge.training.ema import EMA  # noqa: E402
-from ganforge.training.run import RunDir  # noqa: E402
 
 # the lead's patch declares `backend` in config.py and dispatches on it in training/launch.py
 LEAD_PATCH = "backend" in config.schema()

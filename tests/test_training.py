@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from ganforge.errors import TrainingDiverged, UserError
 from ganforge.generate import load_generator, sample, sample_to_files
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
 from ganforge.training.launch import train
 from ganforge.training.trainer import Trainer
 
@@ -206,7 +206,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, data32, monkeypatch, poli
     """ENOSPC while writing the step-20 checkpoint: step 10 stays intact, nothing half-written remains."""
     import errno
 
-    from ganforge.training import checkpoint as ck
+    from ganforge.runs import checkpoint as ck
 
     real_save = ck.save_file
     calls = {"n": 0}
@@ -239,7 +239,7 @@ def test_training_never_imports_tensorflow(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from ganforge.training.run import RunDir; from pathlib import Path; "
+    code = ("import sys; from ganforge.runs.rundir import RunDir; from pathlib import Path; "
             f"r = RunDir(Path({str(tmp_path / 'r')!r})); r.tb.add_scalar('x', 1.0, 0); r.tb.flush(); "
             "print('tensorflow' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -133,8 +133,8 @@ def run_state(path: Path, target: int, max_seconds: float | None = None) -> tupl
     """("new" | "partial" | "trained" | "diverged", newest checkpoint step) of a planned run folder: trained when
     its newest checkpoint reached the step target or the time budget."""
     from ganforge.report.facts import read_run
-    from ganforge.training import checkpoint as ckpt
-    from ganforge.training.run import is_run_dir
+    from ganforge.runs import checkpoint as ckpt
+    from ganforge.runs.rundir import is_run_dir
 
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return "new", None
@@ -268,7 +268,7 @@ def _evaluate(path: Path, network: str, n: int, device: str, quiet: bool, log: C
     from ganforge.evaluation import evaluate_run
     from ganforge.metrics.evaluate import build_network
     from ganforge.report.facts import pick_eval, read_run
-    from ganforge.training.run import RunDir
+    from ganforge.runs.rundir import RunDir
 
     facts = read_run(path)
     if facts.step is None:

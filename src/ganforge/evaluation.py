@@ -10,7 +10,7 @@ from typing import Any
 
 from ganforge.generate import load_generator
 from ganforge.metrics.evaluate import default_network, evaluate_generator
-from ganforge.training.run import RunDir
+from ganforge.runs.rundir import RunDir
 
 
 def evaluate_run(

@@ -50,9 +50,9 @@ from ganforge.errors import UserError, warn
 from ganforge.fileio import atomic_write_bytes, fsync_dir
 from ganforge.generate import load_generator
 from ganforge.models.sampling import seed_latents
+from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.rundir import RunDir
 from ganforge.tf import FORMATS, METADATA_FORMAT, METADATA_KEY, METADATA_NAME, sidecar_path
-from ganforge.training import checkpoint as ckpt
-from ganforge.training.run import RunDir
 
 # what each format needs, as (import name, pip extra)
 EXTRAS = {

@@ -19,8 +19,8 @@ from ganforge.fileio import atomic_write_file
 from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_uint8
 from ganforge.models import build_generator
 from ganforge.models.sampling import require_styles, sample, seed_latents
-from ganforge.training import checkpoint as ckpt
-from ganforge.training.run import RunDir
+from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.rundir import RunDir
 
 
 def load_generator(

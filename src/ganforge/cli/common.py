@@ -80,7 +80,7 @@ def print_metrics(result: dict[str, Any], as_json: bool) -> None:
 
 def report_run(path: Path, summary: dict[str, Any]) -> None:
     """What a finished `train`/`demo` prints: where the run, its samples, curves and checkpoint are."""
-    from ganforge.training.run import RunDir
+    from ganforge.runs.rundir import RunDir
 
     run = RunDir(path)
     latest = run.latest_checkpoint_path()

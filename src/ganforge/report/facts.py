@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ganforge.errors import UserError
-from ganforge.training import checkpoint as ckpt
-from ganforge.training.run import RunDir, is_run_dir
+from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.rundir import RunDir, is_run_dir
 
 # Config keys that say where or how verbosely a run was made, not what was trained: two runs that differ only
 # in these (and the seed) are seeds of one configuration.

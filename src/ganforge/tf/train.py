@@ -41,11 +41,11 @@ from ganforge.data.pipeline import BatchStream, seeded_generator
 from ganforge.errors import UserError
 from ganforge.losses import gp_weight
 from ganforge.models import build_discriminator, build_generator
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.rundir import RunDir
 from ganforge.training.distributed import SINGLE, Dist
 from ganforge.training.ema import ema_decay
 from ganforge.training.objective import Objective
-from ganforge.training.run import RunDir
 from ganforge.training.trainer import Trainer, fixed_labels
 
 SUPPORTED_MODELS = ("mlp", "dcgan")

@@ -16,10 +16,10 @@ from ganforge.data.from_config import load_data, resolve_labels
 from ganforge.device import resolve_device
 from ganforge.errors import DistributedFailure, UserError, warn
 from ganforge.losses import gp_weight
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.rundir import RunDir, check_run_dir, is_run_dir
 from ganforge.training import distributed
 from ganforge.training.distributed import Dist
-from ganforge.training.run import RunDir, check_run_dir, is_run_dir
 from ganforge.training.trainer import Trainer
 
 # the trainer of each `backend`, found by module name (ganforge.tf sits above training/ in the layering)

@@ -33,12 +33,12 @@ from ganforge.errors import DistributedFailure, TrainingDiverged, UserError, war
 from ganforge.images import make_grid, save_png
 from ganforge.losses import DStep, GStep, Part
 from ganforge.models import build_discriminator, build_generator
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.rundir import RunDir
 from ganforge.training import distributed as dist_
 from ganforge.training.distributed import SINGLE, Dist
 from ganforge.training.ema import EMA
 from ganforge.training.objective import Objective
-from ganforge.training.run import RunDir
 
 
 # --- RNG state <-> JSON: resume restores every random stream the step consumes ----------------------

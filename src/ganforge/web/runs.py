@@ -25,8 +25,8 @@ from ganforge.generate import (
 )
 from ganforge.images import make_grid
 from ganforge.images import png_bytes as encode_png
-from ganforge.training import checkpoint as ckpt
-from ganforge.training.run import RunDir
+from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.rundir import RunDir
 
 
 def latest_fid(run_dir: Path) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from typing import Any
 from ganforge.config import dump, safe_yaml, validate
 from ganforge.errors import UserError, warn
 from ganforge.fileio import atomic_write_bytes
-from ganforge.training import checkpoint as ckpt
+from ganforge.runs import checkpoint as ckpt
 
 RUN_MARKERS = ("config.yaml", "checkpoints")
 
