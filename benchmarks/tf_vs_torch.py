@@ -53,14 +53,10 @@ from ganforge.config import load_config
 backend, steps, seed, threads, n, run_dir, preset = sys.argv[1:8]
 over = [f"train.steps={steps}", f"seed={seed}", f"train.threads={threads}", "train.eval_every=0",
         "train.sample_every=0", f"train.checkpoint_every={steps}", "train.tensorboard=false"]
-cfg = load_config(preset, over)
+cfg = load_config(preset, over + [f"backend={backend}"])
 t0 = time.perf_counter()
-if backend == "tensorflow":
-    from ganforge.tf.train import train_tf
-    run, summary = train_tf(cfg, run_dir, quiet=True)
-else:
-    from ganforge.training.launch import train
-    run, summary = train(cfg, [], run_dir=run_dir, quiet=True)
+from ganforge.training.launch import train
+run, summary = train(cfg, [], run_dir=run_dir, quiet=True)
 seconds = time.perf_counter() - t0
 from ganforge.generate import load_generator
 from ganforge.metrics.evaluate import evaluate_generator

@@ -45,7 +45,7 @@ def test_int_accepted_for_float():
         ("train=5", ["section"]),
         ("train.steps", ["key=value"]),
         ("=5", ["no key"]),
-        ("train.steps=", ["train.steps", "cannot be empty"]),
+        ("train.steps=", ["train.steps", "is null but there is no time budget"]),
         ("model.z_dim=true", ["model.z_dim", "integer"]),
     ],
 )
@@ -106,3 +106,30 @@ def test_source_options_reach_only_their_source():
     assert source_options(load_config(None)) == {}
     cfg = load_config(None, ["data.source=celeba", "data.attributes=Male,Smiling", "data.crop=108"])
     assert source_options(cfg) == {"attributes": "Male,Smiling", "crop": "108"}
+
+
+def test_typed_views_cover_the_core_keys_of_their_sections():
+    import dataclasses
+
+    from ganforge.config import OWNERS, DataView, ModelView, TrainView, model_view, schema, train_view
+
+    for cls in (TrainView, DataView, ModelView):
+        core = {k for k in schema()[cls.SECTION] if f"{cls.SECTION}.{k}" not in OWNERS}
+        assert {f.name for f in dataclasses.fields(cls)} - {"extra"} == core, cls.__name__
+    cfg = load_config("fashion_mnist32_stylegan2", ["train.lr_g=0.001"])
+    t = train_view(cfg)
+    assert t.lr_g == 0.001 and t.steps == cfg["train"]["steps"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.lr_g = 1.0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        _ = t.lr  # type: ignore[attr-defined]  # a misspelt key fails at its first read
+    m = model_view(cfg)
+    assert m.extra["w_dim"] == cfg["model"]["w_dim"] and "w_dim" not in {f.name for f in dataclasses.fields(m)}
+    with pytest.raises(TypeError):
+        m.extra["w_dim"] = 3  # type: ignore[index]
+
+
+def test_steps_may_be_null_only_under_a_time_budget():
+    assert load_config("fashion_mnist_dcgan", ["train.steps=null", "train.max_seconds=60"])["train"]["steps"] is None
+    with pytest.raises(UserError, match="train.steps is null but there is no time budget"):
+        load_config("fashion_mnist_dcgan", ["train.steps=null"])

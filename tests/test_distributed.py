@@ -29,6 +29,7 @@ from ganforge.models import build_generator
 from ganforge.runs import checkpoint as ckpt
 from ganforge.training import distributed
 from ganforge.training.launch import train
+from ganforge.training.loop import Loop
 from ganforge.training.trainer import Trainer
 
 QUICK = FAST + ["train.tensorboard=false", "train.sample_every=0", "train.threads=1", "device=cpu"]
@@ -91,7 +92,7 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict[str, Any]], out: s
 
     tdist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=40))
     failed = False
-    real_step, real_fit = Trainer.train_step, Trainer.fit
+    real_step, real_fit = Trainer.train_step, Loop.run_training
     for job in jobs:
         Trainer.train_step = real_step  # type: ignore[method-assign]
         if rank == 0 and job.get("copy"):  # a run dir cut back to an earlier checkpoint, to resume from
@@ -106,12 +107,12 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict[str, Any]], out: s
             _fault(*job["fault"][1:])
         states: dict[str, Any] = {}
 
-        def fit_and_keep(self: Trainer, states: dict[str, Any] = states) -> dict[str, Any]:
+        def fit_and_keep(self: Loop, states: dict[str, Any] = states) -> dict[str, Any]:
             summary = real_fit(self)
-            states["tensors"] = _module_state(self)
+            states["tensors"] = _module_state(self.b)
             return summary
 
-        Trainer.fit = fit_and_keep  # type: ignore[method-assign]
+        Loop.run_training = fit_and_keep  # type: ignore[method-assign]
         try:
             _, summary = train(job.get("config"), job["overrides"], run_dir=job.get("run_dir"),
                                resume=job.get("resume"), data=synthetic_data(n=DATA_N), quiet=True)  # fmt: skip
@@ -122,7 +123,7 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict[str, Any]], out: s
             failed = True
             rec = {"error": type(e).__name__, "message": str(e), "trace": traceback.format_exc()[-2000:]}
         finally:
-            Trainer.fit = real_fit  # type: ignore[method-assign]
+            Loop.run_training = real_fit  # type: ignore[method-assign]
         (Path(out) / f"{job['name']}-rank{rank}.json").write_text(json.dumps(rec))
     tdist.destroy_process_group()
     sys.exit(1 if failed else 0)

@@ -220,7 +220,7 @@ def test_resume_deletes_nothing_but_pruned_checkpoints(run: Path, capsys: pytest
     gone = sorted(set(before) - set(after))
     assert gone == [f"checkpoints/step-0000000{s}.{ext}" for s in (2, 4) for ext in ("json", "safetensors")]
     changed = sorted(k for k in before if k in after and before[k] != after[k])
-    assert set(changed) <= {"config.yaml", "metrics.jsonl", "train.log", "loss_curves.png", ".lock"}, changed
+    assert set(changed) <= {"config.yaml", "metrics.jsonl", "train.log", "events.jsonl", "loss_curves.png", ".lock"}, changed
     for kept in ("notes.txt", "checkpoints/keep-me.safetensors", "checkpoints/step-00000002.json.bak",
                  "samples/favourite.png", "samples/step-00000002.png", "samples/step-00000004.png"):  # fmt: skip
         assert after[kept] == before[kept], kept

@@ -236,8 +236,21 @@ def test_seed_spread_decides_whether_a_gap_is_real():
     assert "At most 3 seeds per configuration" in " ".join(limitations(tight + far))
 
 
-def test_divergence_and_stops_are_read_from_train_log(tmp_path, tiny):
+def test_divergence_and_stops_are_read_from_events_and_from_old_train_logs(tmp_path, tiny):
+    from ganforge.runs.events import Event, Stop, log_event, read_events
+
     run = shutil.copytree(tiny, tmp_path / "run")
+    kinds = [e["event"] for e in read_events(run)]
+    assert kinds[0] == "start" and kinds[-1] == "finish"  # the trainer wrote them
+    log_event(run, Event.DIVERGED, step=9, loss_d=float("nan"), loss_g=float("nan"))
+    assert read_run(run).diverged_at == 9
+    log_event(run, Event.RESUME, step=2, checkpoint="step-00000002.safetensors")
+    log_event(run, Event.STOP, step=5, reason=Stop.SIGINT, saved=True)
+    facts = read_run(run)
+    assert facts.diverged_at is None and facts.stopped_by == "SIGINT"  # a later process went past the divergence
+
+    # a run folder from before events.jsonl: the same facts from train.log, read in one place (runs/events.py)
+    (run / "events.jsonl").unlink()
     with open(run / "train.log", "a") as f:
         f.write("2026-01-01 00:00:00 ERROR training diverged at step 9: D loss nan, G loss nan; ...\n")
     assert read_run(run).diverged_at == 9
@@ -245,7 +258,8 @@ def test_divergence_and_stops_are_read_from_train_log(tmp_path, tiny):
         f.write("2026-01-01 00:00:01 resumed from step-00000002.json (step 2) to train.steps=12\n")
         f.write("2026-01-01 00:00:02 stopped by SIGINT at step 5; checkpoint saved\n")
     facts = read_run(run)
-    assert facts.diverged_at is None and facts.stopped_by == "SIGINT"  # a later process went past the divergence
+    assert facts.diverged_at is None and facts.stopped_by == "SIGINT"
+    assert all(e.get("legacy") for e in read_events(run))
 
 
 def test_training_time_is_rebuilt_from_throughput():

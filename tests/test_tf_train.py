@@ -45,7 +45,9 @@ import tensorflow as tf  # noqa: E402
 
 from ganforge.tf import losses as tf_losses  # noqa: E402
 from ganforge.tf.models import keras_discriminator, keras_generator, load_torch_state, torch_state  # noqa: E402
-from ganforge.tf.train import TF_LOSSES, KerasEMA, TFTrainer, check_config, ema_decay, train_tf  # noqa: E402
+from ganforge.tf.train import TF_LOSSES, KerasEMA, TFTrainer, check_config, ema_decay  # noqa: E402
+from ganforge.training.launch import train  # noqa: E402
+from ganforge.training.loop import Loop  # noqa: E402
 
 TOL = 1e-4
 TINY = FAST + ["train.log_every=2", "train.sample_every=3", "train.checkpoint_every=3", "train.ema_decay=0.5"]
@@ -87,7 +89,7 @@ RUNS = {
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, backend_key) -> dict[str, tuple[Path, TFTrainer, dict]]:
-    """Each run trained once, as the launcher does it: resolved labels, a new run dir, TFTrainer.fit()."""
+    """Each run trained once, as the launcher does it: resolved labels, a new run dir, the loop around TFTrainer."""
     out = {}
     for name, (preset, over, make) in RUNS.items():
         data = make()
@@ -95,7 +97,7 @@ def runs(tmp_path_factory, backend_key) -> dict[str, tuple[Path, TFTrainer, dict
         run = RunDir.create(tmp_path_factory.mktemp("tf") / name, cfg)
         try:
             trainer = TFTrainer(cfg, run, data=data, quiet=True)
-            summary = trainer.fit()
+            summary = Loop(trainer).run_training()
         finally:
             run.close()
         out[name] = (run.path, trainer, summary)
@@ -206,10 +208,9 @@ def test_resume_is_bitwise(tmp_path, backend_key, preset, over, labels):
     statistics, G_ema, Adam moments) and every logged loss are identical."""
     data = synthetic_data(n=64, labels=labels)
     base = TINY + over + ["train.checkpoint_every=5", "train.ema_decay=0.9"]
-    train_tf(tf_config(preset, base + ["train.steps=10"]), tmp_path / "a", data=data, quiet=True)
-    train_tf(tf_config(preset, base + ["train.steps=5"]), tmp_path / "b", data=data, quiet=True)
-    _, summary = train_tf(tf_config(preset, base + ["train.steps=10"]), tmp_path / "b", data=data, quiet=True,
-                          resume=True)  # fmt: skip
+    train(tf_config(preset, base + ["train.steps=10"]), run_dir=tmp_path / "a", data=data, quiet=True)
+    train(tf_config(preset, base + ["train.steps=5"]), run_dir=tmp_path / "b", data=data, quiet=True)
+    _, summary = train(None, ["train.steps=10"], resume=tmp_path / "b", data=data, quiet=True)
     assert summary["step"] == 10
     a, b = (ckpt.read_checkpoint(tmp_path / r / "checkpoints" / "step-00000010.safetensors") for r in "ab")
     assert set(a.tensors) == set(b.tensors)
@@ -313,7 +314,7 @@ def test_unsupported_configs_are_one_line_errors(tmp_path, backend_key):
     with pytest.raises(UserError, match="model.d_spectral_norm=True"):
         check_config(tf_config("fashion_mnist_dcgan", ["model.d_spectral_norm=true"]))
     with pytest.raises(UserError, match="model.name='sngan'"):  # refused before any data or folder
-        train_tf(tf_config("fashion_mnist_sngan", []), tmp_path / "r", data=synthetic_data(n=16))
+        train(tf_config("fashion_mnist_sngan", []), run_dir=tmp_path / "r", data=synthetic_data(n=16))
     assert not (tmp_path / "r").exists()
 
 
@@ -328,7 +329,6 @@ def test_resuming_a_torch_checkpoint_is_refused(runs, backend_key):
 @pytest.mark.skipif(not LEAD_PATCH, reason="needs `backend` in config.py and the dispatch in training/launch.py")
 def test_ganforge_train_backend_tensorflow(tmp_path, capsys):
     """Through the launcher: a new run, a resume that stays on TensorFlow, and the unsupported-family exit 2."""
-    from ganforge.training.launch import train
 
     run, summary = train("fashion_mnist_dcgan", TINY + ["model.nf=4", "backend=tensorflow", "train.steps=3"],
                          run_dir=tmp_path / "r", data=synthetic_data(n=64), quiet=True)  # fmt: skip

@@ -26,9 +26,9 @@ from typing import Any
 from ganforge.config import load_config
 from ganforge.errors import TrainingDiverged, UserError
 from ganforge.fileio import atomic_write_bytes
+from ganforge.runs.events import Stop
 
 PLAN = "compare.json"
-TIME_BUDGET_STEPS = 10**9  # the step target of a time-budgeted run: never reached
 FORMAT = "ganforge-compare/1"
 DEFAULT_EVAL_N = 2000
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -129,7 +129,7 @@ def _same(plan: dict[str, Any], key: str, value: Any, flag: str) -> None:
                         "rerun with the same value to resume, or choose another --out")  # fmt: skip
 
 
-def run_state(path: Path, target: int, max_seconds: float | None = None) -> tuple[str, int | None]:
+def run_state(path: Path, target: int | None, max_seconds: float | None = None) -> tuple[str, int | None]:
     """("new" | "partial" | "trained" | "diverged", newest checkpoint step) of a planned run folder: trained when
     its newest checkpoint reached the step target or the time budget."""
     from ganforge.report.facts import read_run
@@ -142,7 +142,7 @@ def run_state(path: Path, target: int, max_seconds: float | None = None) -> tupl
         raise UserError(f"{path} exists but is not a ganforge run; move it away so compare can train there")
     have = ckpt.list_checkpoints(path / "checkpoints")
     step = have[-1][0] if have else None
-    if step is not None and step >= target:
+    if step is not None and target is not None and step >= target:
         return "trained", step
     if step is not None and max_seconds is not None:
         try:
@@ -211,8 +211,8 @@ def compare(
         entry_plan: dict[str, Any] = {"config": e.config, "overrides": ov}
         if images is not None:
             entry_plan["steps"] = steps_for_images(cfgs[e.label], images)
-        else:  # the trainer stops itself at the time budget; the step target only has to be out of reach
-            entry_plan.update(steps=TIME_BUDGET_STEPS, max_seconds=float(minutes) * 60)  # type: ignore[arg-type]
+        else:  # the trainer stops itself at the time budget: no step target (train.steps=null)
+            entry_plan.update(steps=None, max_seconds=float(minutes) * 60)
         plan["runs"][e.label] = entry_plan
         atomic_write_bytes(out / PLAN, json.dumps(plan, indent=1).encode())
 
@@ -220,9 +220,10 @@ def compare(
     eval_device = str(resolve_device(device or "auto"))
     run_dirs = []
     for e in ents:
-        target = int(plan["runs"][e.label]["steps"])
+        target = plan["runs"][e.label]["steps"]  # None under a time budget (plans of older versions: 10**9)
         max_s = plan["runs"][e.label].get("max_seconds")
-        limit = [f"train.steps={target}"] + ([f"train.max_seconds={max_s}"] if max_s else [])
+        limit = [f"train.steps={'null' if target is None else int(target)}"] + (
+            [f"train.max_seconds={max_s}"] if max_s else [])  # fmt: skip
         for seed in seeds:
             path = out / f"{e.label}-seed{seed}"
             run_dirs.append(path)
@@ -245,7 +246,7 @@ def compare(
             except TrainingDiverged as err:
                 log(f"{path.name}: diverged ({err}); evaluating its last good checkpoint")
                 summary = {}
-            if summary.get("stopped_by") in ("SIGINT", "SIGTERM"):
+            if summary.get("stopped_by") in (Stop.SIGINT, Stop.SIGTERM):
                 log(f"{path.name}: stopped at step {summary.get('step')}; rerun the same command to resume")
                 raise KeyboardInterrupt
             if state in ("new", "partial"):

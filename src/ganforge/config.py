@@ -8,10 +8,13 @@ The fully resolved config is written to each run directory, which makes runs sel
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import yaml
 
@@ -115,7 +118,8 @@ SCHEMA: dict[str, Any] = {
         ),
     },
     "train": {
-        "steps": Key(2000, int, "generator updates in total", min=1),
+        "steps": Key(2000, int, "generator updates in total (null: as many as train.max_seconds allows)", min=1,
+                     nullable=True),
         "d_steps": Key(1, int, "D (critic) updates per G update (5 for WGAN-GP)", min=1, max=100),
         "batch_size": Key(64, int, "images per step", min=1, max=65536),
         "lr_g": Key(2e-4, float, "Adam learning rate of G", min=0.0, max=1.0),
@@ -322,7 +326,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(part, {})
         node[parts[-1]] = value
         cfg = merge(cfg, nested)
-    return cfg
+    return check_whole(cfg)
 
 
 def resolve_config_path(name_or_path: str) -> Path:
@@ -371,16 +375,113 @@ def load_config(name_or_path: str | None, overrides: list[str] | None = None) ->
     cfg = defaults()
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
-        cfg = merge(cfg, load_yaml(path))
-        if "name" not in load_yaml(path):
+        data = load_yaml(path)
+        cfg = merge(cfg, data)
+        if "name" not in data:
             cfg["name"] = path.stem
     return apply_overrides(cfg, overrides or [])
 
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Re-validate a full config (e.g. one read back from a run dir)."""
-    return merge(defaults(), cfg)
+    return check_whole(merge(defaults(), cfg))
+
+
+def check_whole(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Rules between keys, checked once a config is complete."""
+    t = cfg.get("train", {})
+    if t.get("steps", 1) is None and not t.get("max_seconds"):
+        raise UserError("train.steps is null but there is no time budget; set train.steps=N or train.max_seconds=S")
+    return cfg
 
 
 def dump(cfg: dict[str, Any]) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+# --- typed read-only views of the main sections, built after validation ------------------------------------------
+# A config travels and is stored as plain dicts (config.yaml, checkpoints); code that runs a config reads these views
+# instead of cfg["train"]["..."], so a misspelt key is an AttributeError at the first read (and a type checker's
+# error), not a KeyError deep in a run. Keys a family or source declares (extend_schema) are in `extra`.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainView:
+    SECTION: ClassVar[str] = "train"
+    steps: int | None
+    d_steps: int
+    batch_size: int
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    ema: bool
+    ema_decay: float
+    ema_kimg: float | None
+    ema_start: int
+    max_seconds: float | None
+    log_every: int
+    sample_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    on_disk_full: str
+    eval_every: int
+    eval_n: int
+    eval_metrics: str
+    eval_network: str | None
+    n_samples: int
+    threads: int
+    channels_last: bool
+    amp: str | bool
+    compile: bool
+    sync_bn: bool
+    dist_timeout: int
+    tensorboard: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DataView:
+    SECTION: ClassVar[str] = "data"
+    source: str
+    data_dir: str | None
+    resolution: int
+    channels: int
+    hflip: bool
+    strict: bool
+    limit: int | None
+    extra: Mapping[str, Any]  # the sources' own keys (e.g. CelebA's attributes, crop)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelView:
+    SECTION: ClassVar[str] = "model"
+    name: str
+    z_dim: int
+    nf: int
+    d_dropout: float | None
+    d_nf: int | None
+    conditional: bool
+    num_labels: int | None
+    label_kind: str | None
+    label_names: list[str] | None
+    extra: Mapping[str, Any]  # the families' own keys (e.g. stylegan2's w_dim)
+
+
+def _view(cls: type, section: dict[str, Any]) -> Any:
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+    kwargs: dict[str, Any] = {k: section.get(k, SCHEMA[cls.SECTION][k].default) for k in names}
+    if "extra" in {f.name for f in dataclasses.fields(cls)}:
+        kwargs["extra"] = MappingProxyType({k: v for k, v in section.items() if k not in names})
+    return cls(**kwargs)
+
+
+def train_view(cfg: dict[str, Any]) -> TrainView:
+    return _view(TrainView, cfg["train"])
+
+
+def data_view(cfg: dict[str, Any]) -> DataView:
+    return _view(DataView, cfg["data"])
+
+
+def model_view(cfg: dict[str, Any]) -> ModelView:
+    return _view(ModelView, cfg["model"])

@@ -141,8 +141,9 @@ class Part:
     def from_config(cls, cfg: dict[str, Any], G: nn.Module, D: nn.Module) -> Part | None:
         raise NotImplementedError
 
-    def batch_size(self, images_seen: int, models: tuple[nn.Module, ...]) -> int | None:
-        """Called before each D batch: put the models in the state for `images_seen`; a batch size or None."""
+    def prepare_batch(self, images_seen: int, models: tuple[nn.Module, ...]) -> int | None:
+        """Called before each D batch: put the models in the state for `images_seen` (it acts: progressive growing
+        sets the models' stage here); the batch size of that state, or None for "unchanged"."""
         return None
 
     def reals(self, real: torch.Tensor, D: nn.Module) -> torch.Tensor:

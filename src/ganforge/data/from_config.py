@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ganforge.config import OWNERS, schema
-from ganforge.data import load_dataset
+from ganforge.config import OWNERS, data_view, schema
+from ganforge.data import ImageData, load_dataset
 from ganforge.data.sources.base import infer_label_kind
 from ganforge.errors import UserError
 
@@ -22,15 +22,14 @@ def source_options(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: cfg["data"][k] for k in names if cfg["data"].get(k) is not None}
 
 
-def load_data(cfg: dict[str, Any]) -> Any:
+def load_data(cfg: dict[str, Any]) -> ImageData:
     """The training images of a config, with its source's own options (e.g. CelebA's attributes and crop)."""
-    d = cfg["data"]
-    data = load_dataset(d["source"], d["resolution"], d["channels"], d["data_dir"], strict=d["strict"],
-                        **source_options(cfg))  # fmt: skip
-    return subset(data, d.get("limit"))
+    d = data_view(cfg)
+    data = load_dataset(d.source, d.resolution, d.channels, d.data_dir, strict=d.strict, **source_options(cfg))
+    return subset(data, d.limit)
 
 
-def subset(data: Any, limit: int | None) -> Any:
+def subset(data: ImageData, limit: int | None) -> ImageData:
     """A fixed random subset of `limit` images (the same for every run and seed, so limited-data runs of
     different models see the same images); the data itself when it has no more than `limit`."""
     if not limit or limit >= len(data.images):
@@ -42,7 +41,7 @@ def subset(data: Any, limit: int | None) -> Any:
     return out
 
 
-def resolve_labels(cfg: dict[str, Any], data: Any) -> dict[str, Any]:
+def resolve_labels(cfg: dict[str, Any], data: ImageData) -> dict[str, Any]:
     """Fill model.num_labels / label_kind / label_names from the data, so config.yaml describes the
     conditional model completely (sampling by class name needs nothing but the run directory)."""
     m = cfg["model"]

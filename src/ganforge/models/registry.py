@@ -1,7 +1,7 @@
 """Model registry: a family name -> (generator factory, discriminator factory).
 
-Adding a model is one file with a `@MODELS.register("name")` function and one import line in
-`models/__init__.py`. Factories take the resolved config and return `nn.Module`s with the contract
+Adding a model is one file that ends with `MODELS.register("name")(ModelFamily(G factory, D factory,
+resolutions))` and one import line in `models/__init__.py`. Factories take the resolved config and return `nn.Module`s with the contract
 `G(z, labels=None) -> images` (in [-1, 1] via tanh, or linear for progan/stylegan2 as in their papers;
 sampling clamps) and `D(x, labels=None) -> logits of shape (N,)`.
 """

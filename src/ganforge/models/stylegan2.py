@@ -16,7 +16,8 @@ Simplifications relative to the paper, all to stay in plain PyTorch ops (CPU, ON
   differs from the paper's upsample2d only at the image border (edge replication vs. zero padding).
 - D down-samples with a 2x2 average pool (box filter) instead of the [1,3,3,1] blur; its second conv
   runs after the pool (the cost of the paper's stride-2 conv), its skip is pool + 1x1 conv.
-- No activation clamping and no mixed precision (both exist for fp16 training on GPUs).
+- No activation clamping and no per-layer fp16 (the official code's conv_clamp and num_fp16_res); mixed precision
+  is the trainer's `train.amp` (autocast over the whole forward pass, fp16 with a loss scaler, or bf16).
 - The sqrt(2) gain of the mapping and D layers is in the weight scale (EqualizedLinear/Conv2d's
   He constant lr_mul * sqrt(2 / fan_in)) instead of after the leaky ReLU: lrelu(a x) = a lrelu(x)
   for a > 0, so it is the same function (biases start at zero; only the bias step size differs by

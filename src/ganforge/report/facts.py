@@ -1,6 +1,6 @@
 """What a run directory says about itself, read tolerantly (older runs lack keys, killed runs lack lines).
 
-`read_run` only reads files (config.yaml, metrics.jsonl, eval.jsonl, train.log, checkpoint sidecars,
+`read_run` only reads files (config.yaml, metrics.jsonl, eval.jsonl, events.jsonl, checkpoint sidecars,
 samples/); `measure` adds what needs the generator (metrics when eval.jsonl has none, diagnostics,
 figures). Findings and rendering work from the resulting `RunFacts` alone, so they are testable without
 training anything.
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ganforge.errors import UserError
 from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.events import Event, read_events
 from ganforge.runs.rundir import RunDir, is_run_dir
 
 # Config keys that say where or how verbosely a run was made, not what was trained: two runs that differ only
@@ -26,9 +27,6 @@ VOLATILE_KEYS = (
     "train.checkpoint_every", "train.keep_checkpoints", "train.on_disk_full", "train.n_samples",
 )  # fmt: skip
 
-_DIVERGED = re.compile(r"ERROR training diverged at step (\d+)")
-_STOPPED = re.compile(r"stopped by (.+?) at step (\d+)")
-_COLLAPSE_WARNING = "nearly identical"
 
 
 @dataclass
@@ -49,14 +47,14 @@ class RunFacts:
     network: str = ""
     diverged_at: int | None = None
     stopped_by: str | None = None
-    collapse_warned: bool = False  # the trainer's "samples nearly identical" warning in train.log
+    collapse_warned: bool = False  # the loop's collapse warning (a "collapse" event)
     samples_png: Path | None = None  # newest samples/step-*.png
     compare_png: Path | None = None
     nearest: dict[str, Any] | None = None  # nearest_neighbours() result
     diagnostics: dict[str, Any] | None = None  # see diagnostics.diagnose
     notes: list[str] = field(default_factory=list)  # what could not be made, and why
     versions: dict[str, str] = field(default_factory=dict)
-    started: str | None = None  # first and last timestamps of train.log
+    started: str | None = None  # times of the first and last events
     finished: str | None = None
 
     @property
@@ -68,8 +66,10 @@ class RunFacts:
         return int(self.cfg.get("seed", 0))
 
     @property
-    def target_steps(self) -> int:
-        return int(self.cfg["train"]["steps"])
+    def target_steps(self) -> int | None:
+        """train.steps, or None for a run that only had a time budget."""
+        steps = self.cfg["train"]["steps"]
+        return None if steps is None else int(steps)
 
     @property
     def source(self) -> str:
@@ -174,8 +174,8 @@ def read_run(path: str | Path, label: str | None = None) -> RunFacts:
             est = interpolate(estimated_train_seconds(f.losses, f.cfg["train"]["batch_size"]), f.step)
             if est is not None:
                 f.train_seconds, f.train_seconds_source = est, "estimated from metrics.jsonl throughput"
-    _read_log(f, path / "train.log")
-    for r in f.losses:  # a trainer that records its stop in the metrics (tolerated; train.log is the usual place)
+    _read_events(f, path)
+    for r in f.losses:  # a trainer that records its stop in the metrics (tolerated; events.jsonl is the usual place)
         if r.get("stopped_by"):
             f.stopped_by = str(r["stopped_by"])
         if any(isinstance(v, float) and not math.isfinite(v) for k, v in r.items() if k.startswith("loss")):
@@ -185,21 +185,22 @@ def read_run(path: str | Path, label: str | None = None) -> RunFacts:
     return f
 
 
-def _read_log(f: RunFacts, log: Path) -> None:
-    if not log.is_file():
-        return
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    stamps = [ln[:19] for ln in lines if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", ln)]
-    if stamps:
-        f.started, f.finished = stamps[0], stamps[-1]
-    for ln in lines:
-        if "resumed from" in ln or "started:" in ln:
-            f.diverged_at, f.stopped_by = None, None  # a later process continued past it
-        if m := _DIVERGED.search(ln):
-            f.diverged_at = int(m.group(1))
-        elif (m := _STOPPED.search(ln)) and "WARNING" not in ln:
-            f.stopped_by = m.group(1)
-        if _COLLAPSE_WARNING in ln:
+def _read_events(f: RunFacts, path: Path) -> None:
+    """Stops, divergence and collapse warnings from the run's events (runs/events.py reads old folders' train.log);
+    a later start or resume clears an earlier stop, since a process continued past it."""
+    events = read_events(path)
+    times = [e["time"] for e in events if isinstance(e.get("time"), (int, float))]
+    if times:
+        f.started, f.finished = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in (times[0], times[-1]))
+    for e in events:
+        kind, step = e.get("event"), e.get("step")
+        if kind in (Event.START, Event.RESUME):
+            f.diverged_at, f.stopped_by = None, None
+        elif kind == Event.DIVERGED and isinstance(step, int):
+            f.diverged_at = step
+        elif kind == Event.STOP:
+            f.stopped_by = str(e.get("reason"))
+        elif kind == Event.COLLAPSE:
             f.collapse_warned = True
 
 

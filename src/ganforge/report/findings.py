@@ -13,7 +13,7 @@ from typing import Any
 
 from ganforge.report.diagnostics import entropy_ratio
 from ganforge.report.facts import RunFacts, group_key
-from ganforge.training.trainer import TIME_BUDGET
+from ganforge.runs.events import Stop
 
 COLLAPSE_DIVERSITY = 0.5  # generated feature spread below this fraction of the real spread
 COLLAPSE_IS = 0.5  # Inception Score below this fraction of the real images' IS
@@ -176,7 +176,7 @@ def collapse_signs(f: RunFacts) -> list[str]:
             share = sum(c["generated"] for c in top)
             why.append(f"{share:.0%} of samples fall in two classes ({', '.join(c['class'] for c in top)})")
     if f.collapse_warned:
-        why.append("the trainer warned that samples from different noise were nearly identical (train.log)")
+        why.append("the trainer warned that samples from different noise were nearly identical (a collapse event)")
     return why
 
 
@@ -205,12 +205,12 @@ def findings(facts: list[RunFacts], budget: str | None = None) -> list[str]:
                    f"good checkpoint ({at}).")  # fmt: skip
     for f in facts:
         # a time-budget stop (train.max_seconds) is the end the run was given, not a short run
-        if f not in diverged and f.step is not None and f.step < f.target_steps and f.stopped_by != TIME_BUDGET:
+        if f not in diverged and f.step is not None and (f.target_steps is None or f.step < f.target_steps) and f.stopped_by != Stop.TIME_BUDGET:
             how = f"stopped by {f.stopped_by}" if f.stopped_by else "interrupted"
             out.append(f"**{f.label}** was {how} at step {f.step} of train.steps={f.target_steps}: it did not get "
                        "its full budget.")  # fmt: skip
     if not diverged:
-        out.append("No run diverged (no NaN/inf stop in train.log).")
+        out.append("No run diverged (no divergence event).")
     measured = [f for f in facts if f.diagnostics]
     collapsed = [(f, why) for f in facts if (why := collapse_signs(f))]
     for f, why in collapsed:

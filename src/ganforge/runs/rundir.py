@@ -6,7 +6,10 @@ RUN_DIR/samples/           step-XXXXXXXX.png grids from fixed noise
 RUN_DIR/loss_curves.png    D/G losses, refreshed at each checkpoint and at the end
 RUN_DIR/tb/                TensorBoard scalars and image grids
 RUN_DIR/checkpoints/       step-XXXXXXXX.safetensors + .json (see checkpoint.py)
-RUN_DIR/train.log          what the run printed (warnings, resumes, the end)
+RUN_DIR/eval.jsonl         evaluations: during training (source "train") and by `ganforge eval`
+RUN_DIR/events.jsonl       what happened: start, resume, stop and why, divergence, best checkpoint (events.py)
+RUN_DIR/checkpoints/best/  the checkpoint with the best FID during training (never pruned)
+RUN_DIR/train.log          what the run printed (warnings, resumes, the end), for people: nothing parses it
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ganforge.config import dump, safe_yaml, validate
 from ganforge.errors import UserError, warn
 from ganforge.fileio import atomic_write_bytes
 from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.events import Event, log_event, read_events
 
 RUN_MARKERS = ("config.yaml", "checkpoints")
 
@@ -185,6 +189,12 @@ class RunDir:
             kept = [r for r in evals if r.get("source") != "train" or (r.get("step") or 0) <= step]
             if len(kept) != len(evals):
                 atomic_write_bytes(self.eval_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    def log_event(self, kind: Event, **fields: Any) -> dict[str, Any]:
+        return log_event(self.path, kind, **fields)
+
+    def read_events(self) -> list[dict[str, Any]]:
+        return read_events(self.path)
 
     def log_text(self, msg: str) -> None:
         with open(self.path / "train.log", "a", encoding="utf-8") as f:

@@ -1,11 +1,11 @@
 """Training in TensorFlow (`backend: tensorflow`): the mlp and dcgan families with Keras 3 on TensorFlow.
 
-`TFTrainer` is the torch `Trainer` with the parts that touch models replaced: the G/D updates are
-`tf.GradientTape` steps compiled with `tf.function`, on the Keras twins of the torch modules
+`TFTrainer` is a backend of the training loop (training/loop.py), as the torch `Trainer` is: the G/D updates
+are `tf.GradientTape` steps compiled with `tf.function`, on the Keras twins of the torch modules
 (`ganforge.tf.models`, which start from the torch family's own initialisation for the run's seed). The
-loop, logs, sample grids, TensorBoard, loss curves, progress bar, evaluation during training, NaN stop,
-signals, disk-full handling and checkpoint files are the torch Trainer's own code, so the run directory is
-the same and `ganforge sample/eval/export/report` read it unchanged.
+loop -- logs, sample grids, TensorBoard, loss curves, progress bar, evaluation during training, NaN stop,
+signals, disk-full handling, counters and checkpoint files -- is the same code for both backends, so the run
+directory is the same and `ganforge sample/eval/export/report` read it unchanged.
 
 What a step does (as `Trainer.train_step`): `d_steps` D updates on fresh batches, each with a G forward in
 training mode, then one G update through the last D step's fakes; EMA after the G update.
@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ganforge.config import data_view, model_view, train_view
+from ganforge.data import ImageData
 from ganforge.data.from_config import load_data
 from ganforge.data.pipeline import BatchStream, seeded_generator
 from ganforge.errors import UserError
@@ -45,8 +46,9 @@ from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.rundir import RunDir
 from ganforge.training.distributed import SINGLE, Dist
 from ganforge.training.ema import ema_decay
+from ganforge.training.loop import BackendBase, Counters
 from ganforge.training.objective import Objective
-from ganforge.training.trainer import Trainer, fixed_labels
+from ganforge.training.trainer import fixed_labels
 
 SUPPORTED_MODELS = ("mlp", "dcgan")
 SUPPORTED_PARTS = ("gp", "drift")  # objective parts (see losses.Part) this trainer computes
@@ -64,7 +66,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     unsupported = [f"{k}={v}" for k, v in (("augment.name", cfg["augment"]["name"]), ("loss.r1_gamma", lc["r1_gamma"]),
                                            ("loss.pl_weight", lc["pl_weight"]),
                                            ("model.d_spectral_norm", m.get("d_spectral_norm")),
-                                           ("train.amp", t["amp"]))
+                                           ("train.amp", t.amp))
                    if v not in ("none", 0, 0.0, False, None, "off")]  # fmt: skip
     if unsupported:
         raise UserError(f"{unsupported[0]} is not supported with backend tensorflow (it has GP, drift, d_steps, EMA "
@@ -110,15 +112,14 @@ class KerasEMA:
             self._lerp(_tf().constant(1.0 - decay, "float32"), 1.0 - decay >= 0.5)
 
 
-class TFTrainer(Trainer):
-    """`Trainer` on TensorFlow: same constructor, `fit()`, `load_state()`, `init_from()` and run directory.
-
-    Only one process (`dist` must be the single-process default). Trainer.__init__ is not called (it builds
-    torch models and optimizers); this sets the attributes the inherited loop and bookkeeping read."""
+class TFTrainer(BackendBase):
+    """The Keras backend of training/loop.Loop: the torch `Trainer`'s constructor and backend interface (train_step,
+    state, load_state, init_from, sample_grid, sampler, progress). Only one process (`dist` must be the
+    single-process default)."""
 
     check_config = staticmethod(check_config)  # the launcher calls it before loading data
 
-    def __init__(self, cfg: dict[str, Any], run: RunDir | None = None, data: Any = None, quiet: bool = False,
+    def __init__(self, cfg: dict[str, Any], run: RunDir | None = None, data: ImageData | None = None, quiet: bool = False,
                  dist: Dist = SINGLE) -> None:  # fmt: skip
         check_config(cfg)
         if dist.enabled:
@@ -128,15 +129,16 @@ class TFTrainer(Trainer):
         from ganforge.tf.models import keras_discriminator, keras_generator
 
         self.cfg, self.run, self.quiet, self.dist = cfg, run, quiet, dist
-        t, m = cfg["train"], cfg["model"]
+        t, m = train_view(cfg), model_view(cfg)
+        self.t = t
         self._tf_device = self._configure_tf(cfg)
         self.device = torch.device("cpu")  # the torch side: sample conversion, evaluation
         self.seed = cfg["seed"]
         if data is None:
             data = load_data(cfg)
         self.data = data
-        self.conditional = bool(m["conditional"])
-        self.num_labels = int(m["num_labels"] or 0) if self.conditional else 0
+        self.conditional = m.conditional
+        self.num_labels = int(m.num_labels or 0) if self.conditional else 0
         res, ch = cfg["data"]["resolution"], cfg["data"]["channels"]
         with torch.random.fork_rng():  # the torch family's initialisation for this seed, as Trainer does it
             torch.manual_seed(self.seed)
@@ -145,37 +147,30 @@ class TFTrainer(Trainer):
         if parts:  # a part added to the objective later is refused rather than silently left out
             raise UserError(f"the objective part {parts[0]!r} is not supported with backend tensorflow; "
                             "use backend=torch")  # fmt: skip
-        if t["compile"]:
+        if t.compile:
             self._warn("train.compile is a torch option and is ignored with backend tensorflow (its steps are "
                        "tf.function graphs already)")  # fmt: skip
         with self._on_device():
             self.G = keras_generator(G_t, "G")
             self.D = keras_discriminator(D_t, (res, res, ch), "D")
-            self.ema = (KerasEMA(keras_generator(G_t, "G_ema"), self.G, t["ema_decay"], t["ema_start"], t["ema_kimg"])
-                        if t["ema"] else None)  # fmt: skip
-            self.opt_G = self._adam(t["lr_g"], t, self.G)
-            self.opt_D = self._adam(t["lr_d"], t, self.D)
+            self.ema = (KerasEMA(keras_generator(G_t, "G_ema"), self.G, t.ema_decay, t.ema_start, t.ema_kimg)
+                        if t.ema else None)  # fmt: skip
+            self.opt_G = self._adam(t.lr_g, t, self.G)
+            self.opt_D = self._adam(t.lr_d, t, self.D)
         self._torch_G = G_t  # what evaluation during training runs (the Keras weights copied in)
         self.d_loss, self.g_loss = tf_losses.LOSSES[cfg["loss"]["name"]]
         self._gp_term = tf_losses.gradient_penalty
         self.gp_weight, self.drift = gp_weight(cfg), float(cfg["loss"]["drift"])
-        self.d_steps = t["d_steps"]
-        self.batch_size = t["batch_size"]
+        self.d_steps = t.d_steps
+        self.batch_size = t.batch_size
         self.stream = BatchStream(data.images, data.labels, self.batch_size, self.seed, torch.device("cpu"),
-                                  hflip=cfg["data"]["hflip"])  # fmt: skip
-        self.z_dim = m["z_dim"]
-        n = t["n_samples"]
+                                  hflip=data_view(cfg).hflip)  # fmt: skip
+        self.z_dim = m.z_dim
+        n = t.n_samples
         self.fixed_z = torch.randn(n, self.z_dim, generator=seeded_generator(self.seed, -1))  # a torch run's grid noise
         self.fixed_labels = fixed_labels(cfg, data, n, self.device) if self.conditional else None
         self._fixed = (tf.constant(self.fixed_z.numpy()), self._label_vectors(self.fixed_labels))
-        self.images_seen = 0
-        self.train_seconds = 0.0
-        self._evaluator: Any = None
-        self.step = 0
-        self.d_iter = 0
-        self._stop: str | None = None
-        self._pending: str | None = None
-        self._last: dict[str, float] = {}
+        self.counters = Counters()
         self._d_only = tf.function(self._d_only_step)
         self._d_and_g = tf.function(self._d_and_g_step)
 
@@ -183,7 +178,7 @@ class TFTrainer(Trainer):
     def _configure_tf(self, cfg: dict[str, Any]) -> str | None:
         """TF's threads (train.threads) and device: cpu pins the CPU, cuda needs a GPU TensorFlow sees."""
         tf = _tf()
-        threads = cfg["train"]["threads"]
+        threads = train_view(cfg).threads
         if threads:  # both pools: at most `threads` ops' worth of threads, like torch's one intra-op pool
             torch.set_num_threads(threads)  # the torch side: evaluation during training
             try:
@@ -209,7 +204,7 @@ class TFTrainer(Trainer):
     def _adam(lr: float, t: dict[str, Any], model: Any) -> Any:
         import keras
 
-        opt = keras.optimizers.Adam(learning_rate=lr, beta_1=t["beta1"], beta_2=t["beta2"], epsilon=1e-8)
+        opt = keras.optimizers.Adam(learning_rate=lr, beta_1=t.beta1, beta_2=t.beta2, epsilon=1e-8)
         opt.build(model.trainable_variables)
         return opt
 
@@ -279,7 +274,7 @@ class TFTrainer(Trainer):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            x, y = self.stream.next(self.d_iter)
+            x, y = self.stream.next(self.counters.d_iter)
         finally:
             torch.set_num_threads(threads)
         real = _tf().constant(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy()))
@@ -287,20 +282,20 @@ class TFTrainer(Trainer):
 
     def train_step(self) -> dict[str, Any]:  # type: ignore[override]
         """`d_steps` D updates, then one G update; the logged values as NumPy scalars."""
-        tf = _tf()
+        tf, c = _tf(), self.counters
         with self._on_device():
             for i in range(self.d_steps):
                 real, labels = self._batch()
-                counter = tf.constant(self.d_iter, tf.int64)
+                counter = tf.constant(c.d_iter, tf.int64)
                 if i < self.d_steps - 1:
                     loss_d, gp = self._d_only(real, labels, counter)
                 else:
                     loss_d, loss_g, gp = self._d_and_g(real, labels, counter)
-                self.d_iter += 1
-                self.images_seen += int(real.shape[0])
+                c.d_iter += 1
+                c.images_seen += int(real.shape[0])
             if self.ema is not None:
-                self.ema.update(self.step, int(real.shape[0]) * self.d_steps)
-        self.step += 1
+                self.ema.update(c.step, int(real.shape[0]) * self.d_steps)
+        c.step += 1
         out = {"loss_d": loss_d.numpy(), "loss_g": loss_g.numpy()}
         if self.gp_weight:
             out["gp"] = gp.numpy()
@@ -309,6 +304,9 @@ class TFTrainer(Trainer):
     # --- sampling and evaluation -------------------------------------------------------------------------------
     def progress(self) -> dict[str, float]:
         return {}
+
+    def sync_for_checkpoint(self) -> None:
+        return None  # one process
 
     @property
     def keras_sampler(self) -> Any:
@@ -333,7 +331,7 @@ class TFTrainer(Trainer):
         return (("G", self.G), ("D", self.D)) + ((("G_ema", self.ema.model),) if self.ema is not None else ())
 
     def state(self, ranks: list[dict[str, Any]] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors (torch layout) and metadata of a checkpoint."""
+        """Tensors (torch layout) and this backend's metadata of a checkpoint (the loop adds the counters)."""
         import keras
         import tensorflow as tf
 
@@ -350,16 +348,10 @@ class TFTrainer(Trainer):
             "backend": "tensorflow",
             "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__,
-            "images_seen": self.images_seen,
-            "train_seconds": round(self.train_seconds, 3),
             "parts": {},
-            "config": self.cfg,
             "rng": {"scheme": "tensorflow stateless: (seed, d_iter)", "seed": self.seed},
             "data": self.stream.state_dict(),
-            "d_iter": self.d_iter,
             "optim": optim,
-            "losses": self._last,
-            "world_size": 1,
         }
         return tensors, meta
 
@@ -388,12 +380,8 @@ class TFTrainer(Trainer):
         for prefix, opt, model in (("opt_G", self.opt_G, self.G), ("opt_D", self.opt_D, self.D)):
             _load_adam(opt, model, {k[len(prefix) + 1 :]: v.numpy() for k, v in c.tensors.items()
                                     if k.startswith(prefix + ".")}, c.meta["optim"][prefix], f" {c.path.name}")  # fmt: skip
-        self.step = c.step
-        self.train_seconds = float(c.meta.get("train_seconds", 0.0))
-        self.d_iter = int(c.meta["d_iter"])
-        self.images_seen = int(c.meta["images_seen"])
+        self.counters.restore(c, self.batch_size, self.d_steps)
         self.stream.load_state_dict(c.meta["data"])
-        self._last = c.meta.get("losses", {})
 
     def init_from(self, c: ckpt.Checkpoint) -> None:
         """Fine-tuning: weights (G, D, G_ema) from a checkpoint of either backend; optimizers and step start fresh."""
@@ -442,44 +430,3 @@ def _load_adam(opt: Any, model: Any, tensors: dict[str, np.ndarray], plain: dict
             var.assign(from_torch_layout(e, tensors[key]))
     opt.iterations.assign(int(plain["iterations"]))
 
-
-def train_tf(cfg: dict[str, Any] | None, run_dir: str | Path, data: Any = None, resume: bool = False,
-             quiet: bool = False) -> tuple[RunDir, dict[str, Any]]:  # fmt: skip
-    """Train `cfg` with TensorFlow into a new run directory, or with `resume=True` continue the run there from its
-    newest checkpoint (`cfg` None: the run's own config). `training.launch.train` does the same for
-    `backend: tensorflow` once it dispatches on the backend; this entry point does not need that."""
-    from ganforge.config import schema
-    from ganforge.data.from_config import resolve_labels
-
-    if cfg is not None and "backend" in schema():  # config.yaml says which backend resumes the run
-        cfg = {**cfg, "backend": "tensorflow"}
-    run = RunDir.open(Path(run_dir)) if resume else None
-    if run is not None:
-        run.lock()
-    try:
-        cfg = run.read_config() if cfg is None and run is not None else cfg
-        assert cfg is not None
-        check_config(cfg)
-        if data is None:
-            data = load_data(cfg)
-        cfg = resolve_labels(cfg, data)
-        if run is None:
-            run = RunDir.create(Path(run_dir), cfg)
-        else:
-            run.write_config(cfg)
-        trainer = TFTrainer(cfg, run, data=data, quiet=quiet)
-        found = run.latest(log=True) if resume else None
-        if found is not None:
-            trainer.load_state(found)
-            run.truncate_metrics(found.step)
-            run.log_text(f"resumed from {found.path.name} (step {found.step}) to train.steps={cfg['train']['steps']}")
-        elif not resume:
-            run.log_text(f"started: {cfg['model']['name']} on {cfg['data']['source']} for {cfg['train']['steps']} "
-                         "steps (backend tensorflow)")  # fmt: skip
-        summary = trainer.fit()
-        run.log_text(f"finished at step {summary['step']}" + (f" (stopped by {summary['stopped_by']})"
-                                                               if summary["stopped_by"] else ""))  # fmt: skip
-    finally:
-        if run is not None:
-            run.close()
-    return run, summary

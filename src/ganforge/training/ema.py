@@ -31,9 +31,6 @@ class EMA:
         self.decay, self.start, self.kimg = decay, start, kimg
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
-    def step_decay(self, images: int) -> float:
-        return 0.5 ** (images / (self.kimg * 1000.0)) if self.kimg else self.decay
-
     @torch.no_grad()
     def update(self, model: nn.Module, step: int, images: int = 0) -> None:
         """After G update `step`, which consumed `images` real images."""

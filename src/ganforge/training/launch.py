@@ -12,21 +12,23 @@ from typing import Any
 import torch
 
 from ganforge.config import apply_overrides, load_config, validate
+from ganforge.data import ImageData
 from ganforge.data.from_config import load_data, resolve_labels
 from ganforge.device import resolve_device
 from ganforge.errors import DistributedFailure, UserError, warn
 from ganforge.losses import gp_weight
 from ganforge.runs import checkpoint as ckpt
+from ganforge.runs.events import Event
 from ganforge.runs.rundir import RunDir, check_run_dir, is_run_dir
 from ganforge.training import distributed
 from ganforge.training.distributed import Dist
-from ganforge.training.trainer import Trainer
+from ganforge.training.loop import Backend, Loop
 
 # the trainer of each `backend`, found by module name (ganforge.tf sits above training/ in the layering)
 TRAINERS = {"torch": ("ganforge.training.trainer", "Trainer"), "tensorflow": ("ganforge.tf.train", "TFTrainer")}
 
 
-def trainer_class(cfg: dict[str, Any]) -> type[Trainer]:
+def trainer_class(cfg: dict[str, Any]) -> type[Backend]:
     module, name = TRAINERS[cfg.get("backend", "torch")]
     return getattr(importlib.import_module(module), name)
 
@@ -84,8 +86,8 @@ def _remove_new_run_dir(path: Path) -> None:
     """Undo RunDir.create after a failure before training started (only ganforge's own files are there)."""
     import shutil
 
-    if path.is_dir() and set(p.name for p in path.iterdir()) <= {"config.yaml", ".lock", "samples", "checkpoints", "tb",
-                                                                 "train.log"}:  # fmt: skip
+    ours = {"config.yaml", ".lock", "samples", "checkpoints", "tb", "events.jsonl", "train.log"}
+    if path.is_dir() and set(p.name for p in path.iterdir()) <= ours:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -99,7 +101,7 @@ class _Plan:
     path: Path
     new: bool  # a run directory this call created (removed again if the start fails)
     run: RunDir | None = None
-    data: Any = None
+    data: ImageData | None = None
     resume: ckpt.Checkpoint | None = None  # None on a resume: restart from step 0 (no intact checkpoint yet)
     init: ckpt.Checkpoint | None = None
     fell_back: bool = False  # resume skipped damaged newer checkpoints
@@ -109,7 +111,7 @@ class _Plan:
         return dataclasses.replace(self, run=None, data=None)
 
 
-def _plan_resume(resume: Path, overrides: list[str], data: Any, world: int = 1) -> _Plan:
+def _plan_resume(resume: Path, overrides: list[str], data: ImageData | None, world: int = 1) -> _Plan:
     run = RunDir.open(resume)
     run.lock()
     try:
@@ -119,7 +121,7 @@ def _plan_resume(resume: Path, overrides: list[str], data: Any, world: int = 1) 
         found, warnings = ckpt.latest_checkpoint(run.checkpoints)
         for w in warnings:
             warn(w, run.log_text)
-        if found is not None and found.step >= cfg["train"]["steps"]:
+        if found is not None and cfg["train"]["steps"] is not None and found.step >= cfg["train"]["steps"]:
             raise UserError(
                 f"{run.path} is already at step {found.step} >= train.steps={cfg['train']['steps']}; "
                 f"pass a larger train.steps=N to train further"
@@ -133,7 +135,7 @@ def _plan_resume(resume: Path, overrides: list[str], data: Any, world: int = 1) 
 
 
 def _plan_new(config: str | dict[str, Any] | None, overrides: list[str], run_dir: str | Path | None,
-              init_from: str | Path | None, data: Any, world: int = 1) -> _Plan:  # fmt: skip
+              init_from: str | Path | None, data: ImageData | None, world: int = 1) -> _Plan:  # fmt: skip
     if isinstance(config, dict):
         cfg = apply_overrides(validate(config), overrides)
     else:
@@ -150,26 +152,29 @@ def _plan_new(config: str | dict[str, Any] | None, overrides: list[str], run_dir
     return _Plan(cfg, path, new=True, run=run, data=trainer_data, init=init)
 
 
-def _start(plan: _Plan, quiet: bool, dist: Dist) -> Trainer:
-    """The trainer of a plan, its state restored (resume) or initialised (fine-tuning); the run dir logs it."""
+def _start(plan: _Plan, quiet: bool, dist: Dist) -> Loop:
+    """The loop around the backend of a plan, its state restored (resume) or initialised (fine-tuning); the run
+    dir logs it."""
     run = plan.run
     try:
-        trainer = trainer_class(plan.cfg)(plan.cfg, run, data=plan.data, quiet=quiet, dist=dist)
+        loop = Loop(trainer_class(plan.cfg)(plan.cfg, run, data=plan.data, quiet=quiet, dist=dist))
         if plan.new:
             if plan.init is not None:
-                trainer.init_from(plan.init)
+                loop.b.init_from(plan.init)
                 if run is not None:
+                    run.log_event(Event.INIT, path=str(plan.init.path), step=plan.init.step)
                     run.log_text(f"initialised from {plan.init.path}")
         elif plan.resume is None:
             # killed before its first checkpoint: nothing to restore, so the run starts again from step 0
             if run is not None:
                 warn(f"{run.path} has no intact checkpoint yet; starting it again from step 0", run.log_text)
+                run.log_event(Event.RESUME, step=0, checkpoint=None, restart=True)
                 run.write_config(plan.cfg)
                 run.truncate_metrics(0)
         else:
             found = plan.resume
             try:
-                trainer.load_state(found)
+                loop.resume(found)
             except UserError:
                 raise
             except Exception as e:  # noqa: BLE001 - a sidecar that passed its hash but is still unusable
@@ -180,7 +185,8 @@ def _start(plan: _Plan, quiet: bool, dist: Dist) -> Trainer:
                 run.truncate_metrics(found.step)
                 if plan.fell_back:
                     print(f"ganforge: resuming from the newest intact checkpoint, step {found.step}", file=sys.stderr)
-                run.log_text(f"resumed from {found.path.name} (step {found.step}) to train.steps={plan.cfg['train']['steps']}"
+                run.log_event(Event.RESUME, step=found.step, checkpoint=found.path.name, world=dist.world)
+                run.log_text(f"resumed from {found.path.name} (step {found.step}) to {_target(plan.cfg)}"
                              + (f" on {dist.world} processes" if dist.enabled else ""))  # fmt: skip
     except BaseException:
         if run is not None:
@@ -190,9 +196,19 @@ def _start(plan: _Plan, quiet: bool, dist: Dist) -> Trainer:
         raise
     if run is not None and plan.new:
         c = plan.cfg
-        run.log_text(f"started: {c['model']['name']} on {c['data']['source']} for {c['train']['steps']} steps"
+        run.log_event(Event.START, model=c["model"]["name"], source=c["data"]["source"], steps=c["train"]["steps"],
+                      max_seconds=c["train"]["max_seconds"], world=dist.world, backend=c.get("backend", "torch"))  # fmt: skip
+        run.log_text(f"started: {c['model']['name']} on {c['data']['source']} for {_target(plan.cfg)}"
                      + (f" on {dist.world} processes (global batch {c['train']['batch_size']})" if dist.enabled else ""))  # fmt: skip
-    return trainer
+    return loop
+
+
+def _target(cfg: dict[str, Any]) -> str:
+    """What a run trains to, for train.log: a step count and/or a time budget."""
+    t = cfg["train"]
+    parts = ([f"train.steps={t['steps']}"] if t["steps"] is not None else []) + (
+        [f"train.max_seconds={t['max_seconds']:g}"] if t["max_seconds"] else [])  # fmt: skip
+    return " or ".join(parts)
 
 
 def _requested_config(
@@ -222,7 +238,7 @@ def check_launch(config: str | dict[str, Any] | None, overrides: list[str], *, r
 
 
 def _plan_distributed(d: Dist, config: str | dict[str, Any] | None, overrides: list[str], run_dir: str | Path | None,
-                      resume: str | Path | None, init_from: str | Path | None, data: Any) -> _Plan:  # fmt: skip
+                      resume: str | Path | None, init_from: str | Path | None, data: ImageData | None) -> _Plan:  # fmt: skip
     """Rank 0 plans (creates or locks the run dir, finds the checkpoint) and tells the others; they get the
     config, the path and the checkpoint from it and load the data themselves (from the cache rank 0 filled)."""
     if d.is_main:
@@ -262,7 +278,7 @@ def train(
     init_from: str | Path | None = None,
     device: str | None = None,
     quiet: bool = False,
-    data: Any = None,
+    data: ImageData | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
     """Train a GAN. Returns the run directory and a summary (final step, last losses).
 
@@ -298,11 +314,12 @@ def train(
 
 
 def _fit(plan: _Plan, quiet: bool, d: Dist) -> tuple[RunDir, dict[str, Any]]:
-    trainer = _start(plan, quiet, d)
+    loop = _start(plan, quiet, d)
     run = plan.run
     try:
-        summary = trainer.fit()
+        summary = loop.run_training()
         if run is not None:
+            run.log_event(Event.FINISH, step=summary["step"], stopped_by=summary["stopped_by"])
             run.log_text(
                 f"finished at step {summary['step']}"
                 + (f" (stopped by {summary['stopped_by']})" if summary["stopped_by"] else "")
@@ -329,7 +346,7 @@ def train_or_continue(
         return run.path, summary, None
     target = apply_overrides(RunDir(path, tensorboard=False).read_config(), overrides)["train"]["steps"]
     have = ckpt.list_checkpoints(path / "checkpoints")
-    if have and have[-1][0] >= target:
+    if have and target is not None and have[-1][0] >= target:
         return path, {"step": have[-1][0]}, f"run {path} is already trained (step {have[-1][0]}); delete it to train again"
     run, summary = train(None, overrides, resume=path, device=device)
     return run.path, summary, None

@@ -36,8 +36,8 @@ class Objective:
         return cls(build_loss(cfg["loss"]["name"]), parts)
 
     # --- hooks, each a loop over the parts --------------------------------------------------------
-    def batch_size(self, images_seen: int, models: tuple[nn.Module, ...]) -> int | None:
-        sizes = [b for p in self.parts.values() if (b := p.batch_size(images_seen, models)) is not None]
+    def prepare_batch(self, images_seen: int, models: tuple[nn.Module, ...]) -> int | None:
+        sizes = [b for p in self.parts.values() if (b := p.prepare_batch(images_seen, models)) is not None]
         return sizes[-1] if sizes else None
 
     def reals(self, real: torch.Tensor, D: nn.Module) -> torch.Tensor:

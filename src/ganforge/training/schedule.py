@@ -78,7 +78,7 @@ class Growing(Part):
     def from_config(cls, cfg: dict[str, Any], G: nn.Module, D: nn.Module) -> Part | None:
         return cls(GrowSchedule.from_config(cfg)) if hasattr(G, "set_stage") else None
 
-    def batch_size(self, images_seen: int, models: tuple[nn.Module, ...]) -> int:
+    def prepare_batch(self, images_seen: int, models: tuple[nn.Module, ...]) -> int:
         self.stage = self.schedule.stage(images_seen)
         for m in models:
             m.set_stage(self.stage.level, self.stage.alpha)
