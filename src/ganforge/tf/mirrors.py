@@ -38,7 +38,7 @@ SQRT2 = math.sqrt(2.0)
 Weights = dict[str, np.ndarray]
 
 
-def _lname(key: str) -> str:
+def layer_name(key: str) -> str:
     """A Keras layer name from a torch module path (Keras names may not hold every character)."""
     return re.sub(r"[^0-9A-Za-z_]", "_", key)
 
@@ -71,7 +71,7 @@ def linear(
     if nhwc is not None:
         weight = _nhwc_units(weight, *nhwc)
         b = None if b is None else _nhwc_units(b, *nhwc)
-    layer = layers.Dense(weight.shape[0], use_bias=b is not None, name=_lname(key))
+    layer = layers.Dense(weight.shape[0], use_bias=b is not None, name=layer_name(key))
     y = layer(x)
     _set(layer, weight.T, *([] if b is None else [b]))
     return y
@@ -83,7 +83,7 @@ def conv(x: Any, w: Weights, key: str, weight: np.ndarray | None = None, bias: n
     stored ones (with `weight` given, only `bias` is used)."""
     k = w[key + ".weight"] if weight is None else weight
     b = (w.get(key + ".bias") if weight is None else None) if bias is None else bias
-    layer = layers.Conv2D(k.shape[0], k.shape[2], padding="same", use_bias=b is not None, name=name or _lname(key))
+    layer = layers.Conv2D(k.shape[0], k.shape[2], padding="same", use_bias=b is not None, name=name or layer_name(key))
     y = layer(x)
     _set(layer, k.transpose(2, 3, 1, 0), *([] if b is None else [b]))
     return y
@@ -94,7 +94,7 @@ def conv_transpose(x: Any, w: Weights, key: str, stride: int, padding: str, weig
     (k=4, s=2, p=1); 'valid' is p=0 (output (H - 1) * s + k)."""
     k = w[key + ".weight"] if weight is None else weight
     layer = layers.Conv2DTranspose(k.shape[1], k.shape[2], strides=stride, padding=padding, use_bias=False,
-                                   name=_lname(key))  # fmt: skip
+                                   name=layer_name(key))  # fmt: skip
     y = layer(x)
     _set(layer, k.transpose(2, 3, 1, 0))
     return y
@@ -103,7 +103,7 @@ def conv_transpose(x: Any, w: Weights, key: str, stride: int, padding: str, weig
 def batchnorm(x: Any, w: Weights, key: str) -> Any:
     """torch BatchNorm1d/2d in eval mode (affine or not), channels last."""
     affine = key + ".weight" in w
-    layer = layers.BatchNormalization(epsilon=float(w[key + ".eps"]), center=affine, scale=affine, name=_lname(key))
+    layer = layers.BatchNormalization(epsilon=float(w[key + ".eps"]), center=affine, scale=affine, name=layer_name(key))
     y = layer(x, training=False)
     stats = [w[key + ".running_mean"], w[key + ".running_var"]]
     _set(layer, *([w[key + ".weight"], w[key + ".bias"]] if affine else []), *stats)
@@ -207,9 +207,9 @@ def sngan(w: Weights, info: dict[str, Any]) -> keras.Model:
     x = ops.reshape(linear(_with_labels(z, y), w, "fc", nhwc=(w0, 4, 4)), (-1, 4, 4, w0))
     for b in range(_count(w, "blocks.{}.c1.weight")):
         key = f"blocks.{b}"
-        h = upsample(ops.relu(norm2d(x, w, key + ".n1", y)), _lname(key + ".up1"))
+        h = upsample(ops.relu(norm2d(x, w, key + ".n1", y)), layer_name(key + ".up1"))
         h = conv(ops.relu(norm2d(conv(h, w, key + ".c1"), w, key + ".n2", y)), w, key + ".c2")
-        x = h + conv(upsample(x, _lname(key + ".up2")), w, key + ".sc")
+        x = h + conv(upsample(x, layer_name(key + ".up2")), w, key + ".sc")
     x = ops.tanh(conv(ops.relu(batchnorm(x, w, "bn")), w, "to_img"))
     return keras.Model(_model_inputs(z, y), x, name="generator")
 
@@ -257,9 +257,9 @@ def _modulated(x: Any, w: Weights, key: str, s: Any, demodulate: bool, up: bool)
     if up:  # torch: conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=0) -> 2H + 1
         out = conv_transpose(x, w, key + ".conv", 2, "valid", weight=weight.transpose(1, 0, 2, 3))
     else:  # toRGB (no demodulation) adds its bias straight after the conv
-        out = conv(x, w, key, weight=weight, bias=None if demodulate else w[key + ".bias"], name=_lname(key + ".conv"))
+        out = conv(x, w, key, weight=weight, bias=None if demodulate else w[key + ".bias"], name=layer_name(key + ".conv"))
     if demodulate:  # rsqrt(styles^2 @ sum_k w^2 .T + eps)
-        dense = layers.Dense(weight.shape[0], use_bias=False, name=_lname(key + ".demod"))
+        dense = layers.Dense(weight.shape[0], use_bias=False, name=layer_name(key + ".demod"))
         d = ops.rsqrt(dense(ops.square(s)) + 1e-8)
         _set(dense, np.square(weight).sum(axis=(2, 3)).T)
         out = out * ops.expand_dims(ops.expand_dims(d, 1), 1)
@@ -273,12 +273,12 @@ def _synthesis_layer(x: Any, ws: Any, i: int, w: Weights, key: str) -> Any:
     x = _modulated(x, w, key, s, demodulate=True, up=up)
     if up:  # the [1,3,3,1] blur: depthwise 4x4, padding 1 -> 2H
         fir = w[key + ".fir"]  # (C, 1, 4, 4)
-        blur = layers.DepthwiseConv2D(4, padding="valid", use_bias=False, name=_lname(key + ".blur"))
-        x = blur(layers.ZeroPadding2D(1, name=_lname(key + ".pad"))(x))
+        blur = layers.DepthwiseConv2D(4, padding="valid", use_bias=False, name=layer_name(key + ".blur"))
+        x = blur(layers.ZeroPadding2D(1, name=layer_name(key + ".pad"))(x))
         _set(blur, fir.transpose(2, 3, 0, 1))
     noise = w[key + ".noise_const"] * w[key + ".noise_strength"]
-    x = x + constant(ws, noise[:, :, None], _lname(key + ".noise"))
-    x = x + constant(ws, w[key + ".bias"].reshape(1, 1, -1), _lname(key + ".bias"))
+    x = x + constant(ws, noise[:, :, None], layer_name(key + ".noise"))
+    x = x + constant(ws, w[key + ".bias"].reshape(1, 1, -1), layer_name(key + ".bias"))
     return lrelu(x) * SQRT2
 
 

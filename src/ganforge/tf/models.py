@@ -27,7 +27,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import re  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -39,6 +38,7 @@ from torch import nn  # noqa: E402
 
 from ganforge.errors import UserError  # noqa: E402
 from ganforge.models.layers import ConditionalBatchNorm2d, Norm2d  # noqa: E402
+from ganforge.tf.mirrors import layer_name  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
     raise UserError(f"training with backend tensorflow needs Keras on TensorFlow, but Keras was started with "
@@ -73,10 +73,6 @@ def from_torch_layout(e: Entry, a: np.ndarray) -> np.ndarray:
     if e.kind == "first":
         return a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
     return a
-
-
-def _lname(key: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_]", "_", key)
 
 
 # --- layers with torch semantics -------------------------------------------------------------------------------
@@ -160,7 +156,7 @@ def _dense_entries(layer: layers.Dense, key: str, kind: str = "linear", shape: t
 
 
 def _bn(m: nn.BatchNorm1d | nn.BatchNorm2d, key: str) -> TorchBatchNorm:
-    return TorchBatchNorm(m.num_features, m.affine, float(m.eps), float(m.momentum), name=_lname(key))
+    return TorchBatchNorm(m.num_features, m.affine, float(m.eps), float(m.momentum), name=layer_name(key))
 
 
 def _same_padding(m: nn.Conv2d | nn.ConvTranspose2d, key: str) -> str:
@@ -176,7 +172,7 @@ def _same_padding(m: nn.Conv2d | nn.ConvTranspose2d, key: str) -> str:
 def translate(m: nn.Module, key: str, in_shape: tuple[int, ...]) -> tuple[layers.Layer, list[Entry], tuple[int, ...]]:
     """A Keras layer computing torch module `m` (NHWC for images), its weight entries, and its output shape
     (without the batch axis). Weights are copied from `m`."""
-    name = _lname(key)
+    name = layer_name(key)
     if isinstance(m, nn.Linear):
         layer = layers.Dense(m.out_features, use_bias=m.bias is not None, name=name)
         layer.build((None, *in_shape))
@@ -313,7 +309,7 @@ class DCGANGenerator(KeyedModel):
     def _norm(self, norm: Norm2d, key: str, shape: tuple[int, ...]) -> layers.Layer:
         m = norm.norm
         if isinstance(m, ConditionalBatchNorm2d):
-            layer = ConditionalBN(_bn(m.bn, key + ".bn"), m.num_labels, shape[-1], name=_lname(key))
+            layer = ConditionalBN(_bn(m.bn, key + ".bn"), m.num_labels, shape[-1], name=layer_name(key))
         else:
             layer = _bn(m, key)
         self.entries += layer.entries(key)

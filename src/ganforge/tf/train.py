@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganforge.config import data_view, model_view, train_view
+from ganforge.config import TrainView, data_view, model_view, train_view
 from ganforge.data import ImageData
 from ganforge.data.from_config import load_data
 from ganforge.data.pipeline import BatchStream, seeded_generator
@@ -57,7 +57,7 @@ TF_LOSSES = ("nsgan", "lsgan", "hinge", "wgan", "wgan-gp")  # the keys of ganfor
 
 def check_config(cfg: dict[str, Any]) -> None:
     """A config `backend: tensorflow` can train, or a one-line UserError: called before any data is loaded."""
-    m, lc, t = cfg["model"], cfg["loss"], cfg["train"]
+    m, lc, t = cfg["model"], cfg["loss"], train_view(cfg)
     if m["name"] not in SUPPORTED_MODELS:
         raise UserError(f"backend tensorflow trains the {' and '.join(SUPPORTED_MODELS)} families, not "
                         f"model.name={m['name']!r}; train it with backend=torch")  # fmt: skip
@@ -201,7 +201,7 @@ class TFTrainer(BackendBase):
         return _tf().device(self._tf_device) if self._tf_device else contextlib.nullcontext()
 
     @staticmethod
-    def _adam(lr: float, t: dict[str, Any], model: Any) -> Any:
+    def _adam(lr: float, t: TrainView, model: Any) -> Any:
         import keras
 
         opt = keras.optimizers.Adam(learning_rate=lr, beta_1=t.beta1, beta_2=t.beta2, epsilon=1e-8)
