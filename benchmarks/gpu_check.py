@@ -43,7 +43,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FMNIST_DEFAULT, FMNIST_SYSTEM = ".gpu-data/fashion-mnist", "/usr/share/datasets/fashion-mnist"
-FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 FAMILIES = {
     "mlp": ("fashion_mnist_mlp", []),
     "dcgan": ("fashion_mnist_dcgan", []),
@@ -57,8 +62,12 @@ STEP1_TOL = {"bf16": (0.05, 0.05), "fp16": (0.01, 0.01)}  # (abs, rel): |amp - f
 MEAN_TOL, MEAN_STD = (0.3, 0.3), 2.0  # + 2 x the std of the fp32 run's last-quarter losses
 FID_TOL = 1e-4
 # the CPU figures in the README for the demo recipe (fashion_mnist_dcgan, batch 64, 2-core CPU, torch 2.13.0)
-README_CPU = {"img_s": 1225, "img_s_source": "README 'GPU fast paths' table, plain (fp32, contiguous)",
-              "fid_2000_steps": 15.56, "fid_source": "README Benchmarks: 2,000 steps fp32 seed 0, FID of 10k samples"}
+README_CPU = {
+    "img_s": 1225,
+    "img_s_source": "README 'GPU fast paths' table, plain (fp32, contiguous)",
+    "fid_2000_steps": 15.56,
+    "fid_source": "README Benchmarks: 2,000 steps fp32 seed 0, FID of 10k samples",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,7 +258,9 @@ def check_family(c: dict[str, Any], family: str) -> tuple[str, str, dict[str, An
     if not differ:
         n["resume"] = "bitwise"
     else:
-        diff = max((a[k].float() - b[k].float()).abs().max().item() for k in differ if k in b and a[k].shape == b[k].shape)
+        diff = max(
+            (a[k].float() - b[k].float()).abs().max().item() for k in differ if k in b and a[k].shape == b[k].shape
+        )
         n["resume"] = f"not bitwise: {len(differ)}/{len(a)} tensors, max |diff| {diff:.3g}"
         if nondet:
             n["resume_reason"] = "ops without a deterministic CUDA implementation: " + ", ".join(nondet)
@@ -326,7 +337,9 @@ def check_compile(c: dict[str, Any], family: str) -> tuple[str, str, dict[str, A
         out["graph_break_reasons"] = [str(k)[:120] for k, _ in sorted(breaks.items(), key=lambda kv: -kv[1])[:3]]
     out["unique_graphs"] = int(counters.get("stats", {}).get("unique_graphs", 0))
     out["compiled_vs_eager"] = round(out["compiled_img_s"] / out["eager_img_s"], 2)
-    out["step1_loss_diff"] = round(max(abs(x - y) for x, y in zip(losses["eager"][:2], losses["compiled"][:2], strict=True)), 6)
+    out["step1_loss_diff"] = round(
+        max(abs(x - y) for x, y in zip(losses["eager"][:2], losses["compiled"][:2], strict=True)), 6
+    )
     finite = all(math.isfinite(v) for v in losses["compiled"])
     if not finite:
         return "FAIL", "compiled losses are not finite", out
@@ -397,7 +410,13 @@ def check_torchrun(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 
 def _small_run(c: dict[str, Any], preset: str, name: str, steps: int) -> Path:
-    over = [f"device={c['device']}", *_quiet(), *_data_over(c), f"train.steps={steps}", f"train.checkpoint_every={steps}"]
+    over = [
+        f"device={c['device']}",
+        *_quiet(),
+        *_data_over(c),
+        f"train.steps={steps}",
+        f"train.checkpoint_every={steps}",
+    ]
     if c["quick"]:
         over += ["model.nf=8", "model.nf_max=16", "train.batch_size=8"]
     run, _ = _train(c, preset, over, run_dir=c["work"] / name)
@@ -606,8 +625,14 @@ def checks(demo_seconds: float) -> list[Check]:
         Check("onnx-parity", check_onnx, 150, 40),
         Check("throughput-dcgan64", check_throughput_dcgan, 150, 90, exclusive=True),
         Check("throughput-stylegan2", check_throughput_stylegan2, 90, 40, exclusive=True),
-        Check("fmnist-demo", check_demo, demo_seconds + 100, demo_seconds + 40, exclusive=True,
-              quick_timeout=demo_seconds + 100),
+        Check(
+            "fmnist-demo",
+            check_demo,
+            demo_seconds + 100,
+            demo_seconds + 40,
+            exclusive=True,
+            quick_timeout=demo_seconds + 100,
+        ),
     ]
     return out
 
@@ -777,9 +802,16 @@ class Parent:
                 if not any(c.name.startswith(k) for k in keep):
                     self.results[c.name] = Result(c.name, "skipped", "not selected (--only)")
             todo = [c for c in todo if c.name not in self.results]
-        if not cuda and not a.quick:
+        if self.results["env"].status != "ok":
+            why = f"the env check failed ({self.results['env'].reason}): torch is not usable here"
             for c in todo:
-                self.results[c.name] = Result(c.name, "skipped", "no CUDA GPU visible (use --quick for a CPU smoke run)")
+                self.results[c.name] = Result(c.name, "not reached", why)
+            todo = []
+        elif not cuda and not a.quick:
+            for c in todo:
+                self.results[c.name] = Result(
+                    c.name, "skipped", "no CUDA GPU visible (use --quick for a CPU smoke run)"
+                )
             todo = []
         elif not cuda:  # --quick on CPU
             for c in todo:
@@ -827,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny versions of the checks (CPU smoke run / dry run)")
     ap.add_argument("--steps", type=int, help="training steps per family and precision (default 200; quick 6)")
     ap.add_argument("--demo-seconds", type=float, help="training seconds of the demo recipe (default 90; quick 5)")
-    ap.add_argument("--jobs", type=int, help="checks at once before the timings (default 5 on CUDA, quick 1)")
+    ap.add_argument("--jobs", type=int, help="checks at once before the timings (default 6; --quick 1)")
     ap.add_argument("--only", help="comma list of check names (or prefixes) to run")
     ap.add_argument("--keep-work", action="store_true", help="keep the temporary run folders")
     # the child side
@@ -842,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
     a.demo_seconds = a.demo_seconds if a.demo_seconds is not None else (5 if a.quick else 90)
     if a.child:
         return run_child(a)
-    a.jobs = a.jobs or (1 if a.quick else 5)
+    a.jobs = a.jobs or (1 if a.quick else 6)
     return Parent(a).run()
 
 
