@@ -71,24 +71,28 @@ class RefDiscriminator(nn.Module):
 
 
 class Reference:
-    def __init__(self, res: int, nf: int, nz: int = 100, nc: int = 1, bs: int = 64) -> None:
-        self.netG, self.netD = RefGenerator(nz, nf, nc, res), RefDiscriminator(nf, nc, res)
+    """`device`: as pytorch/examples does it, the nets and the batch moved there, labels and noise made there."""
+
+    def __init__(self, res: int, nf: int, nz: int = 100, nc: int = 1, bs: int = 64, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.netG = RefGenerator(nz, nf, nc, res).to(self.device)
+        self.netD = RefDiscriminator(nf, nc, res).to(self.device)
         self.netG.apply(dcgan_init)
         self.netD.apply(dcgan_init)
         self.criterion = nn.BCELoss()
         self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
         self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
-        self.real = torch.rand(bs, nc, res, res) * 2 - 1
+        self.real = (torch.rand(bs, nc, res, res) * 2 - 1).to(self.device)
         self.nz, self.bs = nz, bs
 
     def step(self) -> None:
-        real_cpu, b = self.real, self.bs
+        real_cpu, b, device = self.real, self.bs, self.device
         self.netD.zero_grad()
-        label = torch.full((b,), 1.0)
+        label = torch.full((b,), 1.0, device=device)
         output = self.netD(real_cpu).view(-1)
         errD_real = self.criterion(output, label)
         errD_real.backward()
-        noise = torch.randn(b, self.nz, 1, 1)
+        noise = torch.randn(b, self.nz, 1, 1, device=device)
         fake = self.netG(noise)
         label.fill_(0.0)
         output = self.netD(fake.detach()).view(-1)
@@ -103,10 +107,11 @@ class Reference:
         self.optimizerG.step()
 
 
-def make_ganforge(res: int, nf: int, bs: int, **train: object) -> Trainer:
-    cfg = load_config("fashion_mnist_dcgan", [f"data.resolution={res}", f"model.nf={nf}", f"train.batch_size={bs}"]
+def make_ganforge(res: int, nf: int, bs: int, nc: int = 1, device: str = "cpu", **train: object) -> Trainer:
+    cfg = load_config("fashion_mnist_dcgan", [f"data.resolution={res}", f"data.channels={nc}", f"model.nf={nf}",
+                                              f"train.batch_size={bs}", f"device={device}"]
                       + [f"train.{k}={v}" for k, v in train.items()])  # fmt: skip
-    imgs = (np.random.default_rng(0).random((bs * 8, res, res, 1)) * 255).astype(np.uint8)
+    imgs = (np.random.default_rng(0).random((bs * 8, res, res, nc)) * 255).astype(np.uint8)
     data = types.SimpleNamespace(images=imgs, labels=None, classes=None)
     return Trainer(cfg, run=None, data=data, quiet=True)
 

@@ -92,6 +92,35 @@ def png_folder(d, n: int, res: int = 32):
     return d
 
 
+# Tests marked `cuda` take their device from here: `GANFORGE_TEST_DEVICE=cuda pytest -m cuda` runs them on a GPU
+# (benchmarks/gpu_check.py does), the default runs them on the CPU like every other test.
+TEST_DEVICE = os.environ.get("GANFORGE_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture
+def test_device() -> Iterator[str]:
+    """The device of a `cuda`-marked test; skipped when CUDA is asked for but absent. On CUDA: float32 without TF32
+    and deterministic kernels (CUBLAS_WORKSPACE_CONFIG before the first cuBLAS call), so the CPU's tolerances and
+    bitwise-resume assertions hold; a kernel without a deterministic version warns instead of failing."""
+    import torch
+
+    if TEST_DEVICE.split(":")[0] != "cuda":
+        yield TEST_DEVICE
+        return
+    if not torch.cuda.is_available():
+        pytest.skip(f"GANFORGE_TEST_DEVICE={TEST_DEVICE} but no CUDA GPU is visible")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield TEST_DEVICE
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved[:3]
+        torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
+
+
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 

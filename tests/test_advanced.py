@@ -55,11 +55,12 @@ def _assert_same(a, b):
         assert torch.equal(ta[k], tb[k]), k
 
 
-def test_progan_trains_through_the_stages_and_resumes_mid_fade_bitwise(tmp_path):
+@pytest.mark.cuda
+def test_progan_trains_through_the_stages_and_resumes_mid_fade_bitwise(tmp_path, test_device):
     """stable 4x4 for 96 images, then 8x8 fades in over 320: step 20 (batch 8) is in the middle of a fade."""
     data = synthetic_data(n=300)
     over = SMALL_PG + ["grow.fade_images=320", "grow.stable_images=96", "grow.batch_sizes=[16,8,8,8]",
-                       "model.conditional=false"]  # fmt: skip
+                       "model.conditional=false", f"device={test_device}"]  # fmt: skip
     train("fashion_mnist32_progan", over + ["train.steps=40"], run_dir=tmp_path / "a", data=data, quiet=True)
     run, _ = train("fashion_mnist32_progan", over + ["train.steps=20"], run_dir=tmp_path / "b", data=data, quiet=True)
     c, _ = ckpt.latest_checkpoint(run.checkpoints)

@@ -331,13 +331,17 @@ def test_cuda_only_settings_are_one_line_errors_on_cpu(tmp_path, override, messa
     assert not (tmp_path / "r").exists()  # refused before the run directory was made
 
 
-def test_bf16_autocast_on_cpu_trains_and_resumes_exactly(tmp_path):
-    """train.amp=bf16 really runs the forward passes in bfloat16 (the losses differ from float32), stays finite,
-    and resumes bitwise like float32."""
-    common = QUICK + ["model.d_norm=none", "train.batch_size=8", "train.checkpoint_every=3"]
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_autocast_trains_and_resumes_exactly(tmp_path, amp, test_device):
+    """train.amp really runs the forward passes in half precision (the losses differ from float32), stays finite,
+    and resumes bitwise like float32 (fp16: with its loss scalers, CUDA only)."""
+    if amp == "fp16" and not test_device.startswith("cuda"):
+        pytest.skip("train.amp=fp16 needs CUDA (GANFORGE_TEST_DEVICE=cuda)")
+    common = QUICK + ["model.d_norm=none", "train.batch_size=8", "train.checkpoint_every=3", f"device={test_device}"]
     data = synthetic_data(n=48)
     _, s32 = train("fashion_mnist_dcgan", common + ["train.steps=6"], run_dir=tmp_path / "f32", data=data, quiet=True)
-    _, s16 = train("fashion_mnist_dcgan", common + ["train.steps=6", "train.amp=bf16"], run_dir=tmp_path / "a",
+    _, s16 = train("fashion_mnist_dcgan", common + ["train.steps=6", f"train.amp={amp}"], run_dir=tmp_path / "a",
                    data=data, quiet=True)  # fmt: skip
     assert s16["loss_d"] != s32["loss_d"] and abs(s16["loss_d"] - s32["loss_d"]) < 0.1
     shutil.copytree(tmp_path / "a", tmp_path / "b")
@@ -360,10 +364,12 @@ def test_amp_off_adds_no_casts():
 
 
 @pytest.mark.slow
-def test_compile_trains_like_eager_and_checkpoints_plain_modules(tmp_path):
+@pytest.mark.cuda
+def test_compile_trains_like_eager_and_checkpoints_plain_modules(tmp_path, test_device):
     """train.compile=true (inductor on CPU here: ~40 s of compiling) gives eager's numbers up to rounding, and the
     checkpoint holds the modules' own names (no `_orig_mod.`), so sampling and resume do not care."""
-    common = QUICK + ["model.d_norm=none", "train.batch_size=8", "train.steps=2", "train.ema=false"]
+    common = QUICK + ["model.d_norm=none", "train.batch_size=8", "train.steps=2", "train.ema=false",
+                      f"device={test_device}"]  # fmt: skip
     data = synthetic_data(n=32)
     _, eager = train("fashion_mnist_dcgan", common, run_dir=tmp_path / "e", data=data, quiet=True)
     _, compiled = train("fashion_mnist_dcgan", common + ["train.compile=true"], run_dir=tmp_path / "c", data=data,

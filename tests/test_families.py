@@ -205,9 +205,10 @@ def test_each_family_trains_200_steps_on_fashion_mnist(tmp_path, family):
     ["loss.name=wgan-gp", "model.d_norm=none", "train.d_steps=3"],
     ["model.conditional=true", "augment.name=diffaugment", "loss.r1_gamma=1", "loss.r1_every=4"],
 ])  # fmt: skip
-def test_resume_is_exact_for_families(tmp_path, extra):
+@pytest.mark.cuda
+def test_resume_is_exact_for_families(tmp_path, extra, test_device):
     data = synthetic_data(n=200, labels=True)
-    common = FAST + extra
+    common = FAST + extra + [f"device={test_device}"]
     train("fashion_mnist_dcgan", common + ["train.steps=20"], run_dir=tmp_path / "a", data=data, quiet=True)
     train("fashion_mnist_dcgan", common + ["train.steps=10"], run_dir=tmp_path / "b", data=data, quiet=True)
     train(None, ["train.steps=20"], resume=tmp_path / "b", data=data, quiet=True)

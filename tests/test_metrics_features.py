@@ -239,3 +239,38 @@ def test_inception_weights_download_into_cache(monkeypatch, tmp_path):
     assert cached.is_file() and not any(cached.parent.glob("*.part"))
     src.unlink()  # now served from the cache, no download
     torch.testing.assert_close(load_inception_weights()["fc.bias"], torch.arange(3.0))
+
+
+_TF32_SEEN: list[tuple[bool, bool]] = []
+
+
+class _RecordsTF32(FeatureExtractor):
+    """Records the TF32 flags in force while it runs (a module-level list: extract runs an inference copy)."""
+
+    name, input_size, channels, feature_dim = "records-tf32", 8, 1, 4
+
+    def embed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        _TF32_SEEN.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return {"features": x.flatten(1)[:, :4]}
+
+
+def test_extract_turns_tf32_off_while_it_runs_and_restores_it():
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        _TF32_SEEN.clear()
+        extract(_RecordsTF32(), [torch.zeros(2, 1, 8, 8)], progress=False)
+        assert _TF32_SEEN == [(False, False)]
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.cuda
+def test_features_on_the_test_device_match_the_cpu(test_device):
+    """The shipped Fashion-MNIST network embeds the same images to float32 rounding on any device (TF32 off)."""
+    net = build_extractor("fashion-mnist-cnn")
+    x = torch.rand(64, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cpu = extract(net, [x], device="cpu", progress=False)["features"]
+    dev = extract(net, [x], device=test_device, progress=False)["features"]
+    assert np.abs(cpu - dev).max() <= 1e-4 * max(1.0, np.abs(cpu).max())

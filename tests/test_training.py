@@ -22,9 +22,11 @@ def _g_tensors(run_dir, step):
     return {k: v for k, v in t.items() if k.startswith("G.")}
 
 
-def test_short_run_writes_every_artefact(tmp_path, data32):
+@pytest.mark.cuda
+def test_short_run_writes_every_artefact(tmp_path, data32, test_device):
     run, summary = train(
-        "fashion_mnist_dcgan", FAST + ["train.steps=20"], run_dir=tmp_path / "r", data=data32, quiet=True
+        "fashion_mnist_dcgan", FAST + ["train.steps=20", f"device={test_device}"], run_dir=tmp_path / "r", data=data32,
+        quiet=True,
     )
     p = run.path
     assert summary["step"] == 20
@@ -54,11 +56,13 @@ def test_short_run_writes_every_artefact(tmp_path, data32):
     assert im.mode == "L" and im.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, 2 px padding
 
 
+@pytest.mark.cuda
 @pytest.mark.parametrize("model", ["dcgan", "mlp"])
-def test_resume_is_bitwise_exact(tmp_path, model):
+def test_resume_is_bitwise_exact(tmp_path, model, test_device):
     """40 steps straight == 20 steps, stop, resume to 40 (with dropout, flips and an epoch boundary)."""
     data = synthetic_data(n=300)
-    common = FAST + [f"model.name={model}", "model.d_dropout=0.2", "data.hflip=true", "model.hidden=32"]
+    common = FAST + [f"model.name={model}", "model.d_dropout=0.2", "data.hflip=true", "model.hidden=32",
+                     f"device={test_device}"]  # fmt: skip
     train("fashion_mnist_dcgan", common + ["train.steps=40"], run_dir=tmp_path / "a", data=data, quiet=True)
     train("fashion_mnist_dcgan", common + ["train.steps=20"], run_dir=tmp_path / "b", data=data, quiet=True)
     train(None, ["train.steps=40"], resume=tmp_path / "b", data=data, quiet=True)

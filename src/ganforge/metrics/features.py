@@ -8,7 +8,8 @@ network code never sees ganforge's conventions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -100,7 +101,20 @@ def _images_of(batch: object) -> Tensor:
     return batch
 
 
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """TF32 off for CUDA matmuls and convolutions (cuDNN allows it by default), as StyleGAN3's metrics do: features,
+    and so FID, then match the CPU's to float32 rounding instead of TF32's 10-bit mantissa. Restored afterwards."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 @torch.inference_mode()  # features only: no autograd bookkeeping
+@full_float32()
 def extract(
     extractor: FeatureExtractor,
     batches: Iterable[Tensor],
