@@ -357,6 +357,7 @@ def check_torchrun(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
     from ganforge.config import load_config
     from ganforge.training import distributed
+    from ganforge.training.loop import Loop
     from ganforge.training.trainer import Trainer
 
     cuda = c["device"] == "cuda"
@@ -385,10 +386,11 @@ def check_torchrun(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     try:
         n["backend"] = tdist.get_backend()
         t = Trainer(cfg, data=_data(c, cfg), quiet=True, dist=d)
+        loop = Loop(t)
         n["sync_bn_layers"] = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in (*t.G.modules(), *t.D.modules()))
         vals: dict[str, float] = {}
         for _ in range(steps):
-            vals = t._agree(t.train_step())
+            vals = loop._agree(t.train_step())
         n["dist_steps"] = t.step
         n["dist_losses"] = {k: round(v, 4) for k, v in vals.items()}
         if cuda:
