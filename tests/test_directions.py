@@ -334,6 +334,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, cap
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "y.npz").exists()
 
 
+@pytest.mark.slow
 def test_export_carries_directions_and_onnxruntime_edits_like_ganforge(runs, gens, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
@@ -357,3 +358,17 @@ def test_export_carries_directions_and_onnxruntime_edits_like_ganforge(runs, gen
     with pytest.raises(UserError, match="another generator"):
         export(runs["stylegan2"], "onnx", tmp_path / "s.onnx", directions=[tmp_path / "d.npz"])
     assert not (tmp_path / "s.onnx").exists()
+
+
+@pytest.mark.slow
+def test_keras_export_carries_directions_too(runs, gens, tmp_path, capsys):
+    pytest.importorskip("keras")
+    from ganforge.tf import read_metadata
+
+    G, run = gens["dcgan"], runs["dcgan"]
+    compute_directions(G, "sefa", Spec(k=2)).save(tmp_path / "d.npz")
+    rc, _, err = cli(["export", run, "--format", "keras", "--out", tmp_path / "g.keras", "--directions",
+                      tmp_path / "d.npz"], capsys)  # fmt: skip
+    assert rc == 0, err
+    d = read_metadata(tmp_path / "g.keras")["directions"][0]
+    assert d["names"] == ["sefa0", "sefa1"] and np.array(d["vectors"]).shape == (2, G.z_dim)
