@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_runs
+from test_cli import assert_one_line_error, run_cli
 from torch import nn
 
-from ganforge.cli import main
 from ganforge.errors import UserError
 from ganforge.generate import load_generator
 from ganforge.latent.core import Latent, render, save_latent
@@ -37,20 +37,6 @@ def runs(tmp_path_factory, one_torch_thread):
 @pytest.fixture(scope="module")
 def gens(runs):
     return {k: load_generator(runs[k])[0] for k in ("dcgan", "stylegan2")}
-
-
-def cli(args, capsys):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc, err, *words):
-    assert rc == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ganforge: error:"), err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
 
 
 # --- sefa ----------------------------------------------------------------------------------------------------------
@@ -284,10 +270,10 @@ def test_cached_directions_compute_once_and_follow_the_generator(runs, gens, mon
 
 def test_cli_directions_and_edit_write_their_outputs(runs, tmp_path, capsys):
     run = runs["dcgan"]
-    rc, out, err = cli(["directions", run, "--method", "sefa", "--k", "3", "--out", tmp_path / "d.npz"], capsys)
+    rc, out, err = run_cli(["directions", run, "--method", "sefa", "--k", "3", "--out", tmp_path / "d.npz"], capsys)
     assert rc == 0, err
     assert out.splitlines()[0].split() == ["index", "name", "eigenvalue"] and "sefa2" in out
-    rc, out, err = cli(["edit", run, "--seeds", "1,2", "--direction", f"{tmp_path / 'd.npz'}:sefa1", "--strengths",
+    rc, out, err = run_cli(["edit", run, "--seeds", "1,2", "--direction", f"{tmp_path / 'd.npz'}:sefa1", "--strengths",
                         "-3,0,1.5", "--out", tmp_path / "e", "--grid", tmp_path / "g.png", "--gif",
                         tmp_path / "g.gif"], capsys)  # fmt: skip
     assert rc == 0, err
@@ -308,7 +294,7 @@ def test_cli_directions_and_edit_write_their_outputs(runs, tmp_path, capsys):
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, capsys):
     run = runs["dcgan"]
     d = tmp_path / "d.npz"
-    assert cli(["directions", run, "--method", "sefa", "--out", d], capsys)[0] == 0
+    assert run_cli(["directions", run, "--method", "sefa", "--out", d], capsys)[0] == 0
     out = tmp_path / "out"
     cases = [
         (["--strengths", "-3,0,12"], "out of range"),
@@ -319,18 +305,20 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, cap
     ]
     for extra, words in cases:
         args = ["edit", run, "--seeds", "1", "--direction", f"{d}:0", "--out", out, *extra]
-        rc, _, err = cli(args, capsys)
-        one_line_error(rc, err, words)
+        rc, _, err = run_cli(args, capsys)
+        assert_one_line_error(rc, err, words)
         assert not out.exists()
-    rc, _, err = cli(["edit", runs["stylegan2"], "--seeds", "1", "--direction", f"{d}:0", "--out", out], capsys)
-    one_line_error(rc, err, "another generator")
+    rc, _, err = run_cli(["edit", runs["stylegan2"], "--seeds", "1", "--direction", f"{d}:0", "--out", out], capsys)
+    assert_one_line_error(rc, err, "another generator")
     assert not out.exists()
-    rc, _, err = cli(["directions", run, "--method", "nope", "--out", tmp_path / "x.npz"], capsys)
-    one_line_error(rc, err, "unknown direction method", "sefa")
-    rc, _, err = cli(["directions", run, "--method", "sefa", "--out", d], capsys)
-    one_line_error(rc, err, "already exists")
-    rc, _, err = cli(["directions", run, "--method", "pca", "--condition", "a", "--out", tmp_path / "y.npz"], capsys)
-    one_line_error(rc, err, "--keep")
+    rc, _, err = run_cli(["directions", run, "--method", "nope", "--out", tmp_path / "x.npz"], capsys)
+    assert_one_line_error(rc, err, "unknown direction method", "sefa")
+    rc, _, err = run_cli(["directions", run, "--method", "sefa", "--out", d], capsys)
+    assert_one_line_error(rc, err, "already exists")
+    rc, _, err = run_cli(
+        ["directions", run, "--method", "pca", "--condition", "a", "--out", tmp_path / "y.npz"], capsys
+    )
+    assert_one_line_error(rc, err, "--keep")
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "y.npz").exists()
 
 
@@ -367,8 +355,30 @@ def test_keras_export_carries_directions_too(runs, gens, tmp_path, capsys):
 
     G, run = gens["dcgan"], runs["dcgan"]
     compute_directions(G, "sefa", Spec(k=2)).save(tmp_path / "d.npz")
-    rc, _, err = cli(["export", run, "--format", "keras", "--out", tmp_path / "g.keras", "--directions",
+    rc, _, err = run_cli(["export", run, "--format", "keras", "--out", tmp_path / "g.keras", "--directions",
                       tmp_path / "d.npz"], capsys)  # fmt: skip
     assert rc == 0, err
     d = read_metadata(tmp_path / "g.keras")["directions"][0]
     assert d["names"] == ["sefa0", "sefa1"] and np.array(d["vectors"]).shape == (2, G.z_dim)
+
+
+def test_cli_conditional_direction_on_stylegan2_is_orthogonal_to_the_kept_one(runs, tmp_path, capsys):
+    """The classifier method in w (the domain CNN on a style model's images), then --condition/--keep: the written
+    direction is unit, orthogonal to the kept class's direction, and its scale is measured in w."""
+    run = runs["stylegan2"]
+    common = ["--method", "classifier", "--n", "300", "--seed", "2"]
+    assert run_cli(["directions", run, *common, "--out", tmp_path / "all.npz"], capsys)[0] == 0
+    rc, out, err = run_cli(["directions", run, *common, "--condition", "Trouser", "--keep", "Dress,Bag", "--out",
+                            tmp_path / "c.npz"], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "Trouser_keep_Dress_Bag" in out
+    G = load_generator(run)[0]
+    full, cond = Directions.load(tmp_path / "all.npz", G), Directions.load(tmp_path / "c.npz", G)
+    assert full.space == cond.space == "w" and cond.names == ["Trouser_keep_Dress_Bag"]
+    v = cond.vectors[0]
+    assert abs(float(v.norm()) - 1) < 1e-6
+    for keep in ("Dress", "Bag"):
+        assert abs(float(v @ full.vectors[full.index(keep)])) < 1e-5
+    with torch.no_grad():
+        w = G.mapping(torch.randn(4000, G.z_dim, generator=torch.Generator().manual_seed(2007)))[:, 0]
+    assert abs(float((w @ v).std()) / float(cond.scale[0]) - 1) < 0.1

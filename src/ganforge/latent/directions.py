@@ -12,7 +12,7 @@ the fingerprint of the generator it was computed on. Methods are registered in `
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -382,9 +382,10 @@ def compute_directions(G: nn.Module, method: str, spec: Spec | None = None) -> D
                       {**found.info, "seed": spec.seed})  # fmt: skip
 
 
-def condition(dirs: Directions, target: str | int, keep: list[str | int]) -> Directions:
+def condition(dirs: Directions, target: str | int, keep: list[str | int], G: nn.Module | None = None) -> Directions:
     """InterFaceGAN's conditional manipulation: `target` with the span of the `keep` directions projected out,
-    so moving along it leaves their scores unchanged to first order. One direction, named TARGET_keep_KEEP."""
+    so moving along it leaves their scores unchanged to first order. One direction, named TARGET_keep_KEEP; its
+    scale is measured on G in w (without G, the target's is kept: exact in z, an approximation in w)."""
     t = dirs.index(target)
     ks = [dirs.index(k) for k in keep]
     if t in ks:
@@ -399,10 +400,9 @@ def condition(dirs: Directions, target: str | int, keep: list[str | int]) -> Dir
     name = f"{dirs.names[t]}_keep_{'_'.join(dirs.names[k] for k in ks)}"
     info = {**dirs.info, "conditioned": {"target": dirs.names[t], "keep": [dirs.names[k] for k in ks],
                                          "cosine_before": cosines}}  # fmt: skip
-    scale = dirs.scale[t : t + 1].clone()
-    if dirs.space == "w":  # the std along the new direction: scale^2 = v' C v, with C unknown here; keep a bound
-        info["conditioned"]["scale_note"] = "scale of the target direction kept (an approximation in w)"
-    return Directions(out.float()[None], dirs.space, [name], dirs.importance[t : t + 1].clone(), scale, dirs.method,
+    vec = out.float()[None]
+    scale = dirs.scale[t : t + 1].clone() if G is None else latent_scale(G, vec, dirs.space, dirs.info.get("seed", 0))
+    return Directions(vec, dirs.space, [name], dirs.importance[t : t + 1].clone(), scale, dirs.method,
                       dirs.fingerprint, info)  # fmt: skip
 
 
@@ -499,11 +499,11 @@ def directions_for_run(
     if layers is not None:
         if method != "sefa" or not is_style(G):
             raise UserError("--layers picks the style layers sefa factorises; it needs --method sefa on a style model")
-        spec = Spec(**{**spec.__dict__, "layers": style_layers(G, layers)})
-    if condition_on is not None and spec.k is not None:
-        spec = Spec(**{**spec.__dict__, "k": None})  # condition on any direction, not only the top k
+        spec = replace(spec, layers=style_layers(G, layers))
+    if condition_on is not None:
+        spec = replace(spec, k=None)  # condition on any direction, not only the top k
     dirs = compute_directions(G, method, spec)
     if condition_on is not None:
-        dirs = condition(dirs, condition_on, list(keep or []))
+        dirs = condition(dirs, condition_on, list(keep or []), G)
     dirs.save(path)
     return dirs
