@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_runs
+from PIL import Image
 from test_cli import assert_one_line_error, run_cli
 from torch import nn
 
 from ganforge.errors import UserError
-from ganforge.generate import load_generator
-from ganforge.latent.core import Latent, render, save_latent
+from ganforge.export import export
+from ganforge.generate import load_generator, make_labels
+from ganforge.images import to_uint8
+from ganforge.latent.core import Latent, load_latent, render, save_latent
 from ganforge.latent.directions import (
     Directions,
     Spec,
@@ -27,6 +30,7 @@ from ganforge.latent.edit import edit, edited_latents
 from ganforge.models.mlp import MLPGenerator
 from ganforge.models.sampling import sample, seed_latents
 from ganforge.models.stylegan2 import SynthesisLayer
+from ganforge.tf import read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +208,6 @@ def test_latent_file_edits_start_from_its_rendering(gens, tmp_path):
     d = compute_directions(G, "pca", Spec(k=2, n=500))
     w = G.mapping(seed_latents(G, [5, 6]))[:, 0].detach()
     latent = Latent(w + 0.1, "w")
-    from ganforge.latent.core import load_latent
-
     loaded = load_latent(save_latent(tmp_path / "x.npz", latent, G), G)
     img = edit(G, loaded, d, 0, [0, 1])
     assert torch.equal(img[0::2], render(G, loaded, batch_size=1))
@@ -280,12 +282,8 @@ def test_cli_directions_and_edit_write_their_outputs(runs, tmp_path, capsys):
     manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
     assert [(m["seed"], m["strength"]) for m in manifest] == [(s, t) for s in (1, 2) for t in (-3.0, 0.0, 1.5)]
     assert all(m["direction"] == "sefa1" and (tmp_path / "e" / m["file"]).is_file() for m in manifest)
-    from PIL import Image
-
     G = load_generator(run)[0]
     zero = np.asarray(Image.open(tmp_path / "e" / manifest[1]["file"]))
-    from ganforge.images import to_uint8
-
     assert np.array_equal(zero, to_uint8(sample(G, 1, seed=1))[0, ..., 0])
     assert Image.open(tmp_path / "g.gif").n_frames == 3
     assert Image.open(tmp_path / "g.png").size[0] > Image.open(tmp_path / "g.png").size[1]
@@ -327,9 +325,6 @@ def test_export_carries_directions_and_onnxruntime_edits_like_ganforge(runs, gen
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from ganforge.export import export
-    from ganforge.tf import read_metadata
-
     G, run = gens["dcgan"], runs["dcgan"]
     compute_directions(G, "sefa", Spec(k=3)).save(tmp_path / "d.npz")
     export(run, "onnx", tmp_path / "g.onnx", directions=[tmp_path / "d.npz"])
@@ -351,8 +346,6 @@ def test_export_carries_directions_and_onnxruntime_edits_like_ganforge(runs, gen
 @pytest.mark.slow
 def test_keras_export_carries_directions_too(runs, gens, tmp_path, capsys):
     pytest.importorskip("keras")
-    from ganforge.tf import read_metadata
-
     G, run = gens["dcgan"], runs["dcgan"]
     compute_directions(G, "sefa", Spec(k=2)).save(tmp_path / "d.npz")
     rc, _, err = run_cli(["export", run, "--format", "keras", "--out", tmp_path / "g.keras", "--directions",
@@ -382,3 +375,23 @@ def test_cli_conditional_direction_on_stylegan2_is_orthogonal_to_the_kept_one(ru
     with torch.no_grad():
         w = G.mapping(torch.randn(4000, G.z_dim, generator=torch.Generator().manual_seed(2007)))[:, 0]
     assert abs(float((w @ v).std()) / float(cond.scale[0]) - 1) < 0.1
+
+
+def test_cli_edits_latent_files_and_conditional_seeds(runs, tmp_path, capsys):
+    run = runs["classes"]
+    G, cfg = load_generator(run)
+    assert run_cli(["directions", run, "--method", "sefa", "--k", "2", "--out", tmp_path / "d.npz"], capsys)[0] == 0
+    labels = make_labels(cfg, 2, "3")
+    save_latent(tmp_path / "x.npz", Latent(seed_latents(G, [4, 9]), "z", labels), G)
+    rc, _, err = run_cli(["edit", run, "--latent", tmp_path / "x.npz", "--direction", f"{tmp_path / 'd.npz'}:1",
+                          "--strengths", "0,2", "--out", tmp_path / "e"], capsys)  # fmt: skip
+    assert rc == 0, err
+    manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert [m["latent"] for m in manifest] == [f"{tmp_path / 'x.npz'}#{i}" for i in (0, 0, 1, 1)]
+    rc, _, err = run_cli(["edit", run, "--seeds", "4,9", "--class", "3", "--direction", f"{tmp_path / 'd.npz'}:1",
+                          "--strengths", "0,2", "--out", tmp_path / "s"], capsys)  # fmt: skip
+    assert rc == 0, err
+    for a, b in zip(sorted((tmp_path / "e").glob("*.png")), sorted((tmp_path / "s").glob("*.png")), strict=True):
+        assert a.read_bytes() == b.read_bytes()  # the same z and class: the same edits
+    want = sample(G, 1, seed=9, labels=labels[:1])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "s" / "seed9_+0.png")), to_uint8(want)[0, ..., 0])
