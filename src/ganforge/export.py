@@ -377,9 +377,10 @@ def load_for_export(run_dir: str | Path, ema: bool, checkpoint: str | Path | Non
 
 def export(
     run_dir: str | Path, fmt: str, out: str | Path, *, ema: bool = True, checkpoint: str | Path | None = None,
-    overwrite: bool = False,
+    overwrite: bool = False, directions: list[str | Path] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Export a run's generator (G_ema unless `ema=False`) to `out` in format `fmt` (see FORMATS).
+    """Export a run's generator (G_ema unless `ema=False`) to `out` in format `fmt` (see FORMATS), with the
+    direction files `directions` (from `ganforge directions`, for this generator) in its metadata.
     Returns {"paths": {part: path}, "metadata": {...}} with metadata["parity"] the measured max abs error."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -394,6 +395,10 @@ def export(
     paths = artefact_paths(fmt, out, is_style(G))
     check_targets(fmt, paths, overwrite)
     meta = metadata(G, cfg, found, fmt, Path(run_dir), ema)
+    if directions:
+        from ganforge.latent.directions import Directions
+
+        meta["directions"] = [{"file": Path(p).name, **Directions.load(p, G).to_metadata()} for p in directions]
     feeds = parity_inputs(G, meta)
     ref = torch_images(G, feeds)
     with tempfile.TemporaryDirectory(prefix=".ganforge-export-", dir=out.parent if out.parent.exists() else None) as t:

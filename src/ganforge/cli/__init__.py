@@ -21,6 +21,7 @@ MODULES = [
     "ganforge.cli.train",
     "ganforge.cli.sample",
     "ganforge.cli.use",
+    "ganforge.cli.latent",
     "ganforge.cli.evaluate",
     "ganforge.cli.export",
     "ganforge.cli.report",

@@ -16,13 +16,16 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the file (or, for savedmodel, the folder) to write")
     p.add_argument("--no-ema", action="store_true", help="export the raw generator instead of G_ema")
     p.add_argument("--checkpoint", help="a checkpoint file to export (default: the run's newest intact one)")
+    p.add_argument("--directions", action="append", metavar="DIRS.npz",
+                   help="a direction file (ganforge directions) to ship in the metadata, for editing; repeatable")  # fmt: skip
     add_overwrite(p)
 
 
 def _export(a: argparse.Namespace) -> int:
     from ganforge.export import export
 
-    result = export(a.run_dir, a.fmt, a.out, ema=not a.no_ema, checkpoint=a.checkpoint, overwrite=a.overwrite)
+    result = export(a.run_dir, a.fmt, a.out, ema=not a.no_ema, checkpoint=a.checkpoint, overwrite=a.overwrite,
+                    directions=a.directions)  # fmt: skip
     meta = result["metadata"]
     for part, path in result["paths"].items():
         print(f"{part + ':':<11}{path}")

@@ -49,7 +49,7 @@ def fingerprint(G: nn.Module) -> str:
     for name, t in sorted(G.state_dict().items()):
         a = t.detach().cpu().contiguous()
         h.update(f"{name}:{a.dtype}:{tuple(a.shape)};".encode())
-        h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")  # 0-d too
     return h.hexdigest()[:16]
 
 
