@@ -328,8 +328,8 @@ def _randomize(G: torch.nn.Module) -> None:
 @pytest.mark.parametrize("name,res", MIRROR_CASES)
 def test_keras_mirror_every_resolution(name, res):
 
-    from ganforge.tf import mirrors
-    from ganforge.tf.from_torch import numpy_weights
+    from ganforge.tf.export import mirrors
+    from ganforge.tf.export.from_torch import numpy_weights
 
     conditional = res != 32  # the conditional path at every size but 32
     nf = ["model.nf=16", "model.nf_max=16"] if name == "progan" else ["model.nf=2", "model.nf_max=8"]  # see GROW

@@ -1,4 +1,4 @@
-"""`backend: tensorflow`: the mlp and dcgan families trained with Keras 3 on TensorFlow (ganforge.tf.train).
+"""`backend: tensorflow`: the mlp and dcgan families trained with Keras 3 on TensorFlow (ganforge.tf.train.trainer).
 
 The strongest check is the checkpoint: `generate.load_generator` loads a TensorFlow run's weights into the
 torch generator, which then draws the same images as the trained Keras generator (<= 1e-4). Also: the run
@@ -43,9 +43,9 @@ LEAD_PATCH = "backend" in config.schema()
 
 import tensorflow as tf  # noqa: E402
 
-from ganforge.tf import losses as tf_losses  # noqa: E402
-from ganforge.tf.models import keras_discriminator, keras_generator, load_torch_state, torch_state  # noqa: E402
-from ganforge.tf.train import TF_LOSSES, KerasEMA, TFTrainer, check_config, ema_decay  # noqa: E402
+from ganforge.tf.train import losses as tf_losses  # noqa: E402
+from ganforge.tf.train.models import keras_discriminator, keras_generator, load_torch_state, torch_state  # noqa: E402
+from ganforge.tf.train.trainer import TF_LOSSES, KerasEMA, TFTrainer, check_config, ema_decay  # noqa: E402
 from ganforge.training.launch import train  # noqa: E402
 from ganforge.training.loop import Loop  # noqa: E402
 
@@ -265,7 +265,7 @@ def test_gradient_penalty_matches_torch():
         got = tf_losses.gradient_penalty(KD, *nhwc, tf.one_hot(labels.numpy(), 10), tf.constant(eps), training=True)
     grads = tape.gradient(got, [e.var for e in KD.entries])
     assert float(got) == pytest.approx(want.item(), rel=1e-5)
-    from ganforge.tf.models import to_torch_layout
+    from ganforge.tf.layout import to_torch_layout
 
     for e, gr in zip(KD.entries, grads, strict=True):
         ref = dict(D.named_parameters())[e.key].grad

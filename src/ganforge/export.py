@@ -196,8 +196,8 @@ def with_metadata(model: Any, meta: dict[str, Any], part: str) -> bytes:
 
 # --- TensorFlow ---------------------------------------------------------------------------------------------------
 def keras_mirror(G: nn.Module, meta: dict[str, Any]) -> Any:
-    from ganforge.tf import mirrors
-    from ganforge.tf.from_torch import numpy_weights
+    from ganforge.tf.export import mirrors
+    from ganforge.tf.export.from_torch import numpy_weights
 
     if meta["model"] not in mirrors.BUILDERS:  # a family registered without a Keras mirror (ONNX still works)
         raise UserError(f"model {meta['model']!r} has no TensorFlow mirror yet; export it with --format onnx, or "
