@@ -172,6 +172,31 @@ def test_torch_generator_loads_the_tf_weights(runs, name, ema):
         assert all(not np.array_equal(w[k], w_ema[k]) for k in w if k.endswith("weight"))
 
 
+@pytest.mark.parametrize("name", list(RUNS))
+def test_export_mirror_draws_what_the_trained_keras_generator_draws(runs, name):
+    """The two rooms build one graph per family (ganforge.tf.generators): the Keras mirror `ganforge export` builds
+    from a TensorFlow run (built-in layers, fixed weights) draws what the Keras G trained in that run draws."""
+    from ganforge.tf.export import mirrors
+    from ganforge.tf.export.from_torch import numpy_weights
+
+    path, trainer, _ = runs[name]
+    G, cfg = load_generator(path, ema=False)
+    info = {"z_dim": G.z_dim, "resolution": G.resolution, "channels": G.channels, "num_labels": G.num_labels}
+    mirror = mirrors.build(cfg["model"]["name"], numpy_weights(G), info)
+    z = tf.random.stateless_normal((16, G.z_dim), seed=(3, 0))
+    y = None
+    if G.num_labels:  # one-hot rows for classes, random multi-hot rows for attributes
+        rows = np.eye(G.num_labels)[np.arange(16) % G.num_labels] if cfg["model"]["label_kind"] == "class" else \
+            np.random.default_rng(4).integers(0, 2, (16, G.num_labels))  # fmt: skip
+        y = tf.constant(rows, tf.float32)
+    want = trainer.G(z, y, training=False).numpy()
+    got = mirror(z if y is None else [z, y]).numpy()
+    scale = np.abs(want).max()
+    assert got.shape == want.shape == (16, G.resolution, G.resolution, G.channels)
+    assert np.abs(got - want).max() <= 1e-5 * max(scale, 1e-2), (np.abs(got - want).max(), scale)
+    assert scale > 1e-4 and want.std() > 1e-2 * scale  # not zero, not flat
+
+
 def test_conditional_dcgan_follows_its_labels(runs):
     path, trainer, _ = runs["cgan"]
     G, cfg = load_generator(path)
