@@ -2,7 +2,8 @@
 
 The strongest check is the checkpoint: `generate.load_generator` loads a TensorFlow run's weights into the
 torch generator, which then draws the same images as the trained Keras generator (<= 1e-4). Also: the run
-directory is complete, `ganforge sample/export` read it, resume is bitwise, the losses, gradient penalty and
+directory is complete, `ganforge sample/export` read it, the export's Keras mirror draws what the trained Keras
+generator draws (both rooms build one graph per family), resume is bitwise, the losses, gradient penalty and
 EMA match torch's on the same inputs, and unsupported configs are one-line errors.
 
 Tiny runs (nf 4-8, 32px, batch 16, a few steps) are trained once per module; TensorFlow is imported once.
