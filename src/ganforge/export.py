@@ -1,7 +1,7 @@
 """`ganforge export`: a trained generator as a standalone TensorFlow/Keras, TFLite or ONNX artefact.
 
 Formats (the artefacts load without ganforge or torch):
-- `keras`: one `.keras` file, a Keras 3 mirror of the generator (`ganforge.tf.mirrors`) made only of
+- `keras`: one `.keras` file, a Keras 3 mirror of the generator (`ganforge.tf.export.mirrors`) made only of
   built-in layers and `keras.ops`, so `keras.saving.load_model(path)` is all a reader needs;
 - `savedmodel`: a TensorFlow SavedModel folder (Keras `ExportArchive`) with named signatures;
 - `tflite`: a `.tflite` flat buffer converted from that SavedModel, the same signatures;

@@ -1,4 +1,4 @@
-"""The training loop, shared by every backend. A backend (training/trainer.py: torch; tf/train.py: Keras) does
+"""The training loop, shared by every backend. A backend (training/trainer.py: torch; tf/train/trainer.py: Keras) does
 the step and knows its tensors; the loop owns everything around it:
 
 - the counters (step, D updates, images seen, training seconds), written into every checkpoint here, once;
