@@ -21,7 +21,7 @@ the latents of seeds 0-15) travels inside the artefact where the format has room
 SavedModel folder, ONNX metadata_props) and beside it for TFLite (PATH.json). torch's seeded normal
 generator cannot be reproduced in NumPy or TensorFlow, so the exact z that `ganforge sample --seed S --n 1`
 uses is shipped for S = 0..15 rather than re-derived. Each export runs the written artefact on those
-latents and records its max abs difference from PyTorch in the metadata (a warning above 1e-4).
+latents and records its max abs difference from PyTorch in the metadata (a warning above TOLERANCE, 2e-4).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ EXTRAS = {
     "onnx": [("onnx", "onnx"), ("onnxscript", "onnx"), ("onnxruntime", "onnx")],
 }
 NUM_SEEDS = 16  # seeds 0..15: their latents ship in the metadata and are the export's parity check
-TOLERANCE = 1e-4
+TOLERANCE = 2e-4  # float32 round-off through ~20 layers of two runtimes; thread counts move it (see README)
 OPSET = 18
 STYLE_PARTS = ("mapping", "synthesis")
 
