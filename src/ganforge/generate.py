@@ -415,7 +415,7 @@ def save_mp4(x: torch.Tensor, path: Path, fps: float = 12.5, upscale: int = 1) -
     return Path(path)
 
 
-def _check_suffix(path: str | Path, flag: str, suffix: str) -> Path:
+def check_suffix(path: str | Path, flag: str, suffix: str) -> Path:
     p = Path(path)
     if p.suffix.lower() != suffix:
         raise UserError(f"{flag} {p}: the file name must end in {suffix}")
@@ -441,7 +441,7 @@ def interpolate_to_files(
     targets = [(gif, "--gif", ".gif"), (grid, "--grid", ".png"), (mp4, "--mp4", ".mp4")]
     for p, flag, suffix in targets:
         if p is not None:
-            check_new_file(_check_suffix(p, flag, suffix), overwrite)
+            check_new_file(check_suffix(p, flag, suffix), overwrite)
     if mp4 is not None:
         _mp4_encoder()  # before the work, not after it
     G, cfg = load_generator(run_dir, ema=ema, device=device)
