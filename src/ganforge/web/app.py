@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ganforge.errors import UserError, warn
 from ganforge.web.api import LABEL_FIELDS, LIMITS, ApiError, Fields, error, read_json, run_of
-from ganforge.web.latent import latent_routes
+from ganforge.web.latent import LatentTools
 from ganforge.web.runs import ServedRun, load_runs
 
 STATIC = Path(__file__).parent / "static"
@@ -118,19 +118,22 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return error(exc.status_code, str(exc.detail))
 
+    latent = LatentTools(runs)
     routes = [
         Route("/", index),
         Route("/api/runs", list_runs),
         Route("/api/runs/{run_id}/grid", endpoint({"seed", "n"}, grid), methods=["POST"]),
         Route("/api/runs/{run_id}/interpolate", endpoint({"seeds", "t", "space"}, interpolate), methods=["POST"]),
         Route("/api/runs/{run_id}/style-mix", endpoint({"rows", "cols", "layers"}, mix), methods=["POST"]),
-        *latent_routes(runs),
+        *latent.routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts is not None:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
+    app.state.latent = latent  # projections and directions by run id
+    return app
 
 
 def is_loopback(host: str) -> bool:

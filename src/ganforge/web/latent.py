@@ -220,12 +220,21 @@ class RunLatents:
         return png_bytes(found.target[None])
 
 
-def latent_routes(runs: dict[str, ServedRun]) -> list[Route]:
-    """The routes of the latent tools for these runs (added to the app's routes by `create_app`)."""
-    state = {rid: RunLatents(run) for rid, run in runs.items()}
+class LatentTools:
+    """The latent tools of the served runs: their state by run id (`app.state.latent`) and their routes."""
 
+    def __init__(self, runs: dict[str, ServedRun]) -> None:
+        self.served = runs
+        self.runs = {rid: RunLatents(run) for rid, run in runs.items()}
+
+    def routes(self) -> list[Route]:
+        """The routes, added to the app's by `create_app`."""
+        return latent_routes(self)
+
+
+def latent_routes(tools: LatentTools) -> list[Route]:
     def of(request: Request) -> RunLatents:
-        return state[run_of(runs, request).id]
+        return tools.runs[run_of(tools.served, request).id]
 
     def png(data: bytes) -> Response:
         return Response(data, media_type="image/png", headers={"cache-control": "no-store"})
