@@ -142,6 +142,7 @@ def test_one_slider_is_latent_edit_and_several_add_up(client, served):
     """One slider moves the seed as `latent.edit.edit` does (the CLI's edit); two move it by the sum."""
     for rid in ["dcgan", "stylegan2"]:
         G = served[rid].G
+        assert client.get(f"/api/runs/{rid}/directions/sefa").status_code == 200  # computed and cached
         dirs = Directions.load(served[rid].path / "directions" / "sefa.npz", G)
         got = decode(edit_png(client, rid, {"seed": 4, "method": "sefa", "strengths": [0, 2.5]}))
         want = expected(edit(G, [4], dirs, 1, [2.5]))
