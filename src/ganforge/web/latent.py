@@ -35,6 +35,9 @@ from ganforge.errors import UserError, warn
 from ganforge.latent.core import Latent, is_style, render
 from ganforge.latent.directions import METHODS, Directions, cached_directions
 from ganforge.latent.edit import edited_latents, seeds_latent
+from ganforge.latent.perceptual import ProjectionLoss, build_network, default_network_name
+from ganforge.latent.project import DEFAULT_STEPS, ProjectionCancelled, project
+from ganforge.latent.targets import load_targets
 from ganforge.web.api import LABEL_FIELDS, LIMITS, ApiError, Fields, json_errors, read_body, read_json, run_of
 from ganforge.web.runs import ServedRun, png_bytes
 
@@ -42,12 +45,13 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"
 
 
 def projection_api() -> tuple[Any, type[BaseException], Any]:
-    """`project`, `ProjectionCancelled` and `load_targets` (imported when first needed: projection pulls in the
-    perceptual-loss networks, which serving seeds never needs)."""
-    from ganforge.latent.project import ProjectionCancelled, project
-    from ganforge.latent.targets import load_targets
-
+    """`project`, `ProjectionCancelled` and `load_targets` (one seam: the tests pace the real projection here)."""
     return project, ProjectionCancelled, load_targets
+
+
+def projection_loss(cfg: dict[str, Any]) -> ProjectionLoss:
+    """The loss `ganforge project` uses by default: pixels plus the run's domain network where it has one."""
+    return ProjectionLoss(build_network(default_network_name(cfg)))
 
 
 def check_upload(data: bytes, content_type: str) -> None:
@@ -166,13 +170,16 @@ class RunLatents:
         project, cancelled, load_targets = projection_api()
         self._refuse_if_busy()
         targets, notes = load_targets([data], self.run.cfg)  # a bad image is a one-line UserError (422)
+        kind = "attributes" if self.run.label_kind == "attributes" else "class"
+        kwargs = {"loss": projection_loss(self.run.cfg), "label_kind": kind}
+        if steps is not None:
+            kwargs["steps"] = steps
         with self.lock:
             self._refuse_if_busy()
             with self.run.lock:  # a private copy: the job never holds the run's lock, so the page stays live
                 G, step = copy.deepcopy(self.run.G), self.run.step
-            job = Job(uuid.uuid4().hex[:12], steps or 0, notes=[str(n) for n in notes])
+            job = Job(uuid.uuid4().hex[:12], steps or DEFAULT_STEPS, notes=[str(n) for n in notes])
             self.job = job
-        kwargs = {} if steps is None else {"steps": steps}
 
         def progress(done: int, total: int) -> bool:
             job.step, job.total = done, total
