@@ -6,13 +6,11 @@ TestClient and in headless Chromium against a real server on 127.0.0.1."""
 from __future__ import annotations
 
 import io
-import json
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +31,6 @@ from ganforge.web import LIMITS, create_app
 
 # the playground's module-scoped fixtures (four 4-step runs, loaded; a TestClient; a uvicorn on 127.0.0.1)
 runs, served, client, server_url = test_web.runs, test_web.served, test_web.client, test_web.server_url
-DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img" / "playground-latent.png"
 
 
 def wait_until(condition: Callable[[], object], seconds: float = 60.0) -> object:
@@ -290,7 +287,7 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
             want = expected(edit(G, [0], dirs, 1, [3.0]))
             assert np.abs(img1.astype(int) - want).max() <= 1 and not np.array_equal(img1, img0)
             assert page.inner_text("#sliders output >> nth=1") == "3.0"
-            page.wait_for_function(f"document.getElementById('latent-download').href === {json.dumps(src1)}")
+            page.wait_for_function("src => document.getElementById('latent-download').href === src", arg=src1)
             with page.expect_download() as dl:
                 page.click("#latent-download")
             assert dl.value.suggested_filename == "stylegan2-sefa-seed0_sefa1+3.png"
@@ -304,14 +301,14 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
             page.fill("#project-steps", "12")
             page.set_input_files("#upload", str(photo))
             page.wait_for_selector("#project-row:not([hidden])")
-            page.wait_for_function("document.getElementById('project-status').textContent.includes('of 12')")
+            page.wait_for_function("() => document.getElementById('project-status').textContent.includes('of 12')")
             assert page.is_visible("#project-cancel") and page.is_disabled("#upload")
             assert page.is_hidden("#upload-error")
             gate.set()
-            page.wait_for_function("document.getElementById('project-status').textContent.startsWith('projected')")
+            page.wait_for_function("() => document.getElementById('project-status').textContent.startsWith('projected')")
             src2, img2 = shown(page, src1)
             assert page.input_value("#edit-source") == "projection" and page.is_visible("#target-img")
-            assert page.evaluate("document.getElementById('project-progress').value") == 12
+            assert page.evaluate("() => document.getElementById('project-progress').value") == 12
             assert not np.array_equal(img2, img1)
             page.click("#reset-sliders")  # the projection itself
             src3, img3 = shown(page, src2)
@@ -320,7 +317,7 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
                                   "el => { el.value = '-2.5'; el.dispatchEvent(new Event('input')); }")  # fmt: skip
             shown(page, src3)
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-            page.locator("#latent").screenshot(path=str(DOCS_IMG))
+            page.locator("#latent").screenshot(path=str(tmp_path / "latent.png"))
             assert not errors
         finally:
             browser.close()

@@ -150,7 +150,8 @@ async function loadDirections() {
   }
   directions = await res.json();
   sectionError("latent", "");
-  status("dir-status", `${directions.names.length} of ${directions.count} directions in ${directions.space}, strongest first`);
+  status("dir-status", `${directions.names.length} of ${directions.count} directions in ${directions.space}, strongest `
+    + "first; strengths in standard deviations (σ) of the latent along each");
   const editSoon = debounce(drawEdit, 60);
   const top = limits.max_strength || 5;
   $("sliders").replaceChildren(...directions.names.map((name, k) => {
@@ -179,7 +180,7 @@ function showJob(job) {
   const seconds = `${job.seconds.toFixed(1)} s`;
   const words = {
     running: job.cancelling ? "cancelling..." : `projecting: step ${job.step} of ${job.total} (${seconds})`,
-    done: `projected in ${seconds}: the sliders now edit it`,
+    done: `projected in ${seconds}: the sliders now edit it${job.notes.length ? ` (${job.notes.join("; ")})` : ""}`,
     cancelled: `cancelled at step ${job.step}`,
     failed: "failed",
   };
