@@ -308,6 +308,7 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
             page.wait_for_function("() => document.getElementById('project-status').textContent.startsWith('projected')")
             src2, img2 = shown(page, src1)
             assert page.input_value("#edit-source") == "projection" and page.is_visible("#target-img")
+            page.wait_for_function("() => document.getElementById('recon-img').src.startsWith('blob:')")
             assert page.evaluate("() => document.getElementById('project-progress').value") == 12
             assert not np.array_equal(img2, img1)
             page.click("#reset-sliders")  # the projection itself

@@ -196,13 +196,19 @@ async function projected(job) {
   source.querySelector('option[value="projection"]').disabled = false;
   source.value = "projection";
   $("edit-seed-label").hidden = true;
-  const res = await fetch(`/api/runs/${encodeURIComponent(run.id)}/projections/${projection}/target`);
-  if (res.ok) {
-    if (blobUrl.target) URL.revokeObjectURL(blobUrl.target);
-    blobUrl.target = URL.createObjectURL(await res.blob());
-    $("target-img").src = blobUrl.target;
-    $("target-figure").hidden = false;
+  const base = `/api/runs/${encodeURIComponent(run.id)}`;
+  const plain = { method: directions ? directions.method : "sefa", strengths: [], projection };
+  const [target, recon] = await Promise.all([
+    fetch(`${base}/projections/${projection}/target`),
+    fetch(`${base}/edit`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(plain) }),
+  ]);
+  for (const [key, res] of [["target", target], ["recon", recon]]) {
+    if (!res.ok) continue;
+    if (blobUrl[key]) URL.revokeObjectURL(blobUrl[key]);
+    blobUrl[key] = URL.createObjectURL(await res.blob());
+    $(`${key}-img`).src = blobUrl[key];
   }
+  $("target-figure").hidden = false;
   drawEdit();
 }
 
