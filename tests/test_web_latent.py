@@ -231,6 +231,19 @@ def test_an_uploaded_image_is_projected_then_edited_with_the_sliders(client, ser
     assert np.abs(decode(moved).astype(int) - want).max() <= 1 and moved != plain
 
 
+@pytest.mark.parametrize("rid", ["classes", "attrs"])
+def test_conditional_runs_project_their_label_too(client, served, rid):
+    """A conditional run's projection carries its (optimised) label, and the sliders edit it with that label."""
+    G = served[rid].G
+    assert upload(client, rid, sample_png(served["dcgan"].G, 2), steps=3).status_code == 202
+    job = finished(client, rid)
+    assert job["state"] == "done", job
+    latent = client.app.state.latent.runs[rid].projections[job["projection"]].latent
+    assert latent.labels is not None and len(latent.labels) == 1
+    plain = edit_png(client, rid, {"projection": job["projection"], "method": "sefa", "strengths": [0]})
+    assert np.array_equal(decode(plain), expected(render(G, latent)))
+
+
 # --- the page -----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_path):
