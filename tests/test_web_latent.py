@@ -244,6 +244,18 @@ def test_conditional_runs_project_their_label_too(client, served, rid):
     assert np.array_equal(decode(plain), expected(render(G, latent)))
 
 
+def test_only_the_last_projections_are_kept(client, served, monkeypatch):
+    monkeypatch.setitem(LIMITS, "max_projections", 2)
+    ids = []
+    for seed in range(3):
+        assert upload(client, "dcgan", sample_png(served["dcgan"].G, seed), steps=1).status_code == 202
+        ids.append(finished(client, "dcgan")["projection"])
+    assert list(client.app.state.latent.runs["dcgan"].projections) == ids[1:]
+    r = client.post("/api/runs/dcgan/edit", json={"projection": ids[0]})
+    assert r.status_code == 404 and "keeps the last 2 per run; upload the image again" in r.json()["error"]
+    assert edit_png(client, "dcgan", {"projection": ids[2]})
+
+
 # --- the page -----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_path):

@@ -54,12 +54,16 @@ def projection_loss(cfg: dict[str, Any]) -> ProjectionLoss:
     return ProjectionLoss(build_network(default_network_name(cfg)))
 
 
-def check_upload(data: bytes, content_type: str) -> None:
-    """Refuse what is not one image of a sane size before decoding it: the header gives format and size."""
+def check_type(content_type: str) -> None:
+    """An upload is sent as the raw body with its image/* Content-Type (what `fetch(url, {body: file})` does)."""
     ctype = content_type.split(";")[0].strip().lower()
     if ctype not in IMAGE_TYPES:
         raise ApiError(415, f"upload an image (PNG, JPEG, WebP, GIF or BMP) as the request body with its image/* "
                             f"Content-Type; got {ctype or 'no Content-Type'}")  # fmt: skip
+
+
+def check_upload(data: bytes) -> None:
+    """Refuse what is not one image of a sane size before decoding it: the header gives format and size."""
     if not data:
         raise ApiError(422, "the upload is empty; choose an image file")
     most = LIMITS["max_upload_pixels"]
@@ -133,7 +137,7 @@ class RunLatents:
 
     def latent(self, seed: int | None, projection: str | None, cls: str | None, attrs: list[str] | None) -> Latent:
         if projection is None:
-            labels = self.run._labels(1, cls, attrs, default_class=True)
+            labels = self.run.labels(1, cls, attrs, default_class=True)
             return seeds_latent(self.run.G, [0 if seed is None else seed], labels)
         with self.lock:
             found = self.projections.get(projection)
@@ -168,14 +172,14 @@ class RunLatents:
     def start(self, data: bytes, steps: int | None) -> Job:
         """Start projecting one uploaded image (already checked by `check_upload`) in a background thread."""
         project, cancelled, load_targets = projection_api()
-        self._refuse_if_busy()
+        self.refuse_if_busy()
         targets, notes = load_targets([data], self.run.cfg)  # a bad image is a one-line UserError (422)
         kind = "attributes" if self.run.label_kind == "attributes" else "class"
         kwargs = {"loss": projection_loss(self.run.cfg), "label_kind": kind}
         if steps is not None:
             kwargs["steps"] = steps
         with self.lock:
-            self._refuse_if_busy()
+            self.refuse_if_busy()
             with self.run.lock:  # a private copy: the job never holds the run's lock, so the page stays live
                 G, step = copy.deepcopy(self.run.G), self.run.step
             job = Job(uuid.uuid4().hex[:12], steps or DEFAULT_STEPS, notes=[str(n) for n in notes])
@@ -206,7 +210,7 @@ class RunLatents:
         threading.Thread(target=work, name=f"project-{self.run.id}", daemon=True).start()
         return job
 
-    def _refuse_if_busy(self) -> None:
+    def refuse_if_busy(self) -> None:
         job = self.job
         if job is not None and job.state == "running":
             raise ApiError(409, f"a projection is already running for this run (step {job.step}/{job.total}); "
@@ -284,7 +288,7 @@ def latent_routes(tools: LatentTools) -> list[Route]:
     @json_errors
     async def start(request: Request) -> Response:
         lat = of(request)
-        lat._refuse_if_busy()  # before reading a body that would only be refused
+        lat.refuse_if_busy()  # before reading a body that would only be refused
         raw = request.query_params.get("steps")
         steps = None
         if raw is not None:
@@ -292,11 +296,9 @@ def latent_routes(tools: LatentTools) -> list[Route]:
             if not raw.isdigit() or not 1 <= int(raw) <= most:
                 raise ApiError(422, f"steps must be an integer from 1 to {most}, got {raw!r}")
             steps = int(raw)
-        ctype = request.headers.get("content-type", "")
-        if ctype.split(";")[0].strip().lower() not in IMAGE_TYPES:
-            check_upload(b"", ctype)  # the 415, before reading the body
+        check_type(request.headers.get("content-type", ""))  # before reading the body
         data = await read_body(request, LIMITS["max_upload_bytes"], "upload")
-        check_upload(data, ctype)
+        check_upload(data)
         await run_in_threadpool(lat.run.refresh)
         job = await run_in_threadpool(lat.start, data, steps)
         return no_store({"job": job.info()}, 202)
