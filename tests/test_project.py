@@ -4,6 +4,7 @@ reloadable), one-line errors with nothing written, and interpolation through pro
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import struct
@@ -52,6 +53,27 @@ def gens(runs):
     return {k: load_generator(runs[k])[0] for k in runs}
 
 
+def with_batch_statistics(G, labels=None):
+    """A copy whose BatchNorm running statistics are those of its own activations: a 4-step DCGAN's still hold
+    their initial values, which squash every sample to nearly the same image, and nothing to recover."""
+    G = copy.deepcopy(G)
+    for m in G.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batch
+    G.train()
+    with torch.no_grad():
+        G(torch.randn(512, G.z_dim, generator=torch.Generator().manual_seed(0)), labels)
+    return G.eval()
+
+
+@pytest.fixture(scope="module")
+def varied(gens):
+    """Generators whose samples differ from each other (the projection tests' subjects)."""
+    return {"dcgan": with_batch_statistics(gens["dcgan"]), "stylegan2": gens["stylegan2"],
+            "classes": with_batch_statistics(gens["classes"], torch.arange(512) % 10)}  # fmt: skip
+
+
 def nearest_random_mse(G, targets: torch.Tensor, n: int = 500, labels=None) -> torch.Tensor:
     pool = sample(G, n, seed=999, labels=labels)
     return (targets[:, None] - pool[None]).square().flatten(2).mean(2).min(1).values
@@ -65,13 +87,13 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name,space", [("dcgan", "z"), ("stylegan2", "w"), ("stylegan2", "w+")])
-def test_own_samples_are_recovered_far_closer_than_the_nearest_random_sample(gens, name, space):
-    G = gens[name]
+def test_own_samples_are_recovered_far_closer_than_the_nearest_random_sample(varied, name, space):
+    G = varied[name]
     targets = sample(G, 3, seed=123)
-    p = project(G, targets, space=space, steps=STEPS, restarts=2)
+    p = project(G, targets, space=space, steps=STEPS if name == "dcgan" else 2 * STEPS, restarts=2)
     got = mse(p.images, targets)
     nearest = nearest_random_mse(G, targets)
-    assert torch.all(got < 0.25 * nearest), (got, nearest)
+    assert torch.all(got < 0.5 * nearest) and got.mean() < 0.2 * nearest.mean(), (got, nearest)
     assert p.latent.space == space and p.images.shape == targets.shape
     assert [set(d) for d in p.losses] == [{"pixel", "feature", "total"}] * 3
     assert np.allclose([d["pixel"] for d in p.losses], got.numpy(), rtol=1e-5, atol=1e-7)
@@ -119,8 +141,8 @@ def test_the_noise_regulariser_and_learning_rate_follow_the_official_formulas():
 # --- conditional -----------------------------------------------------------------------------------------------------
 
 
-def test_conditional_projection_optimises_a_soft_label_or_keeps_a_fixed_one(gens):
-    G = gens["classes"]
+def test_conditional_projection_optimises_a_soft_label_or_keeps_a_fixed_one(gens, varied):
+    G = varied["classes"]
     targets = sample(G, 2, seed=3, labels=torch.tensor([2, 7]))
     soft = project(G, targets, steps=30, restarts=2)
     assert soft.latent.labels.shape == (2, 10)
@@ -166,9 +188,9 @@ def test_a_callback_sees_every_step_and_can_cancel_leaving_G_as_it_was(gens):
     assert all(p.requires_grad for p in G.parameters()) and not G.training
 
 
-def test_batched_targets_match_projecting_them_one_at_a_time(gens):
+def test_batched_targets_match_projecting_them_one_at_a_time(varied):
     """The loss is a sum over items and Adam is elementwise, so batching changes nothing but float rounding."""
-    G = gens["dcgan"]
+    G = varied["dcgan"]
     targets = sample(G, 3, seed=2)
     both = project(G, targets, steps=20, restarts=1)
     one = project(G, targets[1:2], steps=20, restarts=1)
@@ -251,10 +273,10 @@ def test_output_stems_never_collide():
 # --- the CLI ----------------------------------------------------------------------------------------------------------
 
 
-def write_targets(G, folder, n=2) -> list:
+def write_targets(G, folder, n=2, labels=None) -> list:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, arr in enumerate(to_uint8(sample(G, n, seed=40))):
+    for i, arr in enumerate(to_uint8(sample(G, n, seed=40, labels=labels))):
         paths.append(folder / f"t{i}.png")
         Image.fromarray(arr[..., 0]).save(paths[-1])
     return paths
@@ -291,7 +313,7 @@ def test_cli_writes_latents_pngs_comparisons_and_gif_that_reload_bit_for_bit(run
 
 def test_cli_conditional_and_style_spaces(runs, gens, tmp_path, capsys):
     G = gens["classes"]
-    t = write_targets(G, tmp_path / "c", 1)
+    t = write_targets(G, tmp_path / "c", 1, torch.tensor([4]))
     rc, _, err = run_cli(["project", runs["classes"], "--target", *t, "--out", tmp_path / "o1", "--steps", "3",
                           "--class", "4"], capsys)  # fmt: skip
     assert rc == 0, err

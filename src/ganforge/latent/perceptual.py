@@ -162,7 +162,9 @@ def read_state_dict(path: str | os.PathLike[str], what: str) -> dict[str, Tensor
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # damaged, truncated, pickled objects: several exception types
-        raise UserError(f"{what} weights {p} are not a readable weights file ({' '.join(str(e).split())[:160]})") from None
+        raise UserError(
+            f"{what} weights {p} are not a readable weights file ({' '.join(str(e).split())[:160]})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

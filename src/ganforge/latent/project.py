@@ -260,7 +260,9 @@ def project(
                 group["lr"] = lr_at(t)
             noise_scale = lat_std * W_NOISE * max(0.0, 1.0 - t / W_NOISE_RAMP) ** 2
             jitter = torch.randn(lat.shape, generator=gen).to(device) * noise_scale
-            images = synth(lat + jitter)
+            # clamped as rendered: a linear-output model's pixel beyond [-1, 1] shows as the bound, so it matches a
+            # saturated target pixel instead of being pulled back into range
+            images = synth(lat + jitter).clamp(-1.0, 1.0)
             parts = loss(images, target_b, target_feats)
             total = parts["total"]
             if maps is not None:
@@ -290,8 +292,11 @@ def project(
                         None if final.noise is None else [m[pick].clone() for m in final.noise],
                         {"restart": best.tolist(), "steps": steps, "restarts": R, "seed": seed})  # fmt: skip
         images = everything[pick].clone()
-        parts = loss(images.to(device), targets.to(device).float(),
-                     None if target_feats is None else [f[:n] for f in target_feats])
+        parts = loss(
+            images.to(device),
+            targets.to(device).float(),
+            None if target_feats is None else [f[:n] for f in target_feats],
+        )
         losses = [{k: float(v[i]) for k, v in parts.items()} for i in range(n)]
     if latent.labels is not None and fixed is not None:
         latent.labels = fixed.clone()

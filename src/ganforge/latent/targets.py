@@ -29,7 +29,7 @@ def _name(source: str | Path | bytes, i: int) -> str:
     return f"upload #{i + 1}" if isinstance(source, bytes) else str(source)
 
 
-def _decode(data: bytes, name: str) -> "torch.Tensor":
+def _decode(data: bytes, name: str) -> torch.Tensor:
     """uint8 (1, C, H, W) of one image file's bytes; the pixel count is checked from the header before decoding."""
     if not data:
         raise UserError(f"target {name} is empty (0 bytes); give a PNG, JPEG, WebP or BMP image")
