@@ -260,7 +260,8 @@ def test_only_the_last_projections_are_kept(client, served, monkeypatch):
 @pytest.mark.slow
 def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_path):
     """Move a slider (the edited image changes and is the right one), download it, upload a non-image (the
-    refusal shows), upload a real image (progress shows while it runs, then the result), screenshot the page."""
+    refusal shows), upload a real image (progress shows while it runs; cancel it), upload it again (the result
+    shows and the sliders edit it), screenshot the page."""
     from playwright.sync_api import sync_playwright
 
     G = served["stylegan2"].G
@@ -329,7 +330,12 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
             page.wait_for_function("() => document.getElementById('project-status').textContent.includes('of 12')")
             assert page.is_visible("#project-cancel") and page.is_disabled("#upload")
             assert page.is_hidden("#upload-error")
+            page.click("#project-cancel")  # the first try is cancelled ...
+            page.wait_for_function("() => document.getElementById('project-status').textContent === 'cancelling...'")
             gate.set()
+            page.wait_for_function("() => document.getElementById('project-status').textContent === 'cancelled at step 1'")
+            assert page.is_hidden("#project-cancel") and page.input_value("#edit-source") == "seed"
+            page.set_input_files("#upload", str(photo))  # ... the second runs to the end
             page.wait_for_function("() => document.getElementById('project-status').textContent.startsWith('projected')")
             src2, img2 = shown(page, src1)
             assert page.input_value("#edit-source") == "projection" and page.is_visible("#target-img")
