@@ -171,9 +171,9 @@ class RunLatents:
 
     def start(self, data: bytes, steps: int | None) -> Job:
         """Start projecting one uploaded image (already checked by `check_upload`) in a background thread."""
-        project, cancelled, load_targets = projection_api()
+        run_project, cancelled, read_targets = projection_api()
         self.refuse_if_busy()
-        targets, notes = load_targets([data], self.run.cfg)  # a bad image is a one-line UserError (422)
+        targets, notes = read_targets([data], self.run.cfg)  # a bad image is a one-line UserError (422)
         kind = "attributes" if self.run.label_kind == "attributes" else "class"
         kwargs = {"loss": projection_loss(self.run.cfg), "label_kind": kind}
         if steps is not None:
@@ -191,7 +191,7 @@ class RunLatents:
 
         def work() -> None:
             try:
-                result = project(G, targets, callback=progress, **kwargs)
+                result = run_project(G, targets, callback=progress, **kwargs)
                 with self.lock:
                     self.projections[job.id] = Projected(result.latent, targets[0].cpu(), step)
                     while len(self.projections) > LIMITS["max_projections"]:
