@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--serial", type=int, default=10, help="targets timed one call each")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS)
+    ap.add_argument("--feature-weight", type=float, default=ProjectionLoss.feature_weight)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target: 2 cores)")
     ap.add_argument("--figure", help="targets | reconstructions | nearest random sample, 10 columns")
     a = ap.parse_args()
@@ -73,7 +74,7 @@ def main() -> None:
     pick = np.linspace(0, len(test.images) - 1, a.n).astype(int)
     targets = T.to_unit_range(torch.from_numpy(np.ascontiguousarray(test.images[pick])).permute(0, 3, 1, 2))
     network = default_network_name(cfg)
-    loss = ProjectionLoss(build_network(network))
+    loss = ProjectionLoss(build_network(network), feature_weight=a.feature_weight)
     kw = {"steps": a.steps, "restarts": a.restarts, "loss": loss}
 
     t0 = time.perf_counter()
@@ -98,7 +99,7 @@ def main() -> None:
         ("own samples, projected back", own_mse, feature_distance(loss, own_p.images, own), ""),
     ]  # fmt: skip
     print(f"run {a.run_dir} ({cfg['model']['name']}, {res}px), {a.n} Fashion-MNIST test images, steps {a.steps}, "
-          f"restarts {a.restarts}, loss: pixel MSE + {network}, {a.threads} CPU threads")  # fmt: skip
+          f"restarts {a.restarts}, loss: pixel MSE + {a.feature_weight:g} x {network}, {a.threads} CPU threads")  # fmt: skip
     print("| | pixel MSE | PSNR (dB) | feature distance | s / image (CPU) |")
     print("|---|---|---|---|---|")
     for name, m, f, s in rows:
