@@ -38,8 +38,8 @@ from ganforge.latent.core import Latent, check_space, is_style, noise_layers, re
 from ganforge.latent.perceptual import ProjectionLoss
 from ganforge.models.inference import inference_copy
 
-DEFAULT_STEPS = 200
-DEFAULT_RESTARTS = 4
+DEFAULT_STEPS = 100
+DEFAULT_RESTARTS = 2
 MAX_STEPS = 10000
 MAX_RESTARTS = 64
 LR = 0.1
