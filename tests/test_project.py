@@ -386,3 +386,10 @@ def test_interpolate_walks_through_projected_latents_and_refuses_foreign_ones(ru
                           "--gif", tmp_path / "z.gif"], capsys)  # fmt: skip
     assert_one_line_error(rc, err, "--seeds")
     assert not any((tmp_path / n).exists() for n in ("x.gif", "y.gif", "z.gif"))
+
+
+def test_generate_re_exports_the_projection_api():
+    import ganforge.generate as generate
+    import ganforge.latent.project as latent_project
+
+    assert generate.project is latent_project.project and generate.Projection is latent_project.Projection

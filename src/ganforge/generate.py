@@ -17,6 +17,7 @@ from ganforge.device import resolve_device
 from ganforge.errors import UserError
 from ganforge.fileio import atomic_write_file
 from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_uint8
+from ganforge.latent.project import Projection, ProjectionCancelled, project  # noqa: F401  (re-exported: generate.project)
 from ganforge.models import build_generator
 from ganforge.models.sampling import require_styles, sample, seed_latents
 from ganforge.runs import checkpoint as ckpt

@@ -105,8 +105,8 @@ def _project_args(p: argparse.ArgumentParser) -> None:
                    help="images to project (converted as the run's training data was: crop, resize, channels)")  # fmt: skip
     p.add_argument("--out", required=True, help="folder for <stem>.npz, <stem>.png and <stem>-compare.png per target")
     p.add_argument("--space", choices=("z", "w", "w+"), help="latent space (default: w for style models, else z)")
-    p.add_argument("--steps", type=int, help="optimisation steps (default 200)")
-    p.add_argument("--restarts", type=int, help="starts optimised side by side; the best is kept (default 4)")
+    p.add_argument("--steps", type=int, help="optimisation steps (default 100)")
+    p.add_argument("--restarts", type=int, help="starts optimised side by side; the best is kept (default 2)")
     p.add_argument("--network", help="perceptual distance network: fashion-mnist-cnn, mnist-cnn, lpips-vgg16, "
                                      "inception-fid or none (default: the run's domain CNN, else none)")  # fmt: skip
     p.add_argument("--network-weights", help="a weights file for --network (lpips-vgg16 needs one)")

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ganforge.errors import UserError
 from ganforge.metrics.features import FeatureExtractor, build_extractor, prepare
+from ganforge.models.inference import inference_copy
 from ganforge.registry import Registry
 
 NO_NETWORK = "none"
@@ -62,7 +63,7 @@ class ExtractorDistance(FeatureDistance):
 
     def __init__(self, net: FeatureExtractor) -> None:
         super().__init__()
-        self.net = net
+        self.net = inference_copy(net)  # BatchNorm folded, channels-last: the same features, faster
         self.name = net.name
 
     def features(self, x: Tensor) -> list[Tensor]:

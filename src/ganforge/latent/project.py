@@ -36,9 +36,10 @@ from ganforge.data.pipeline import seeded_generator
 from ganforge.errors import UserError
 from ganforge.latent.core import Latent, check_space, is_style, noise_layers, render
 from ganforge.latent.perceptual import ProjectionLoss
+from ganforge.models.inference import inference_copy
 
-DEFAULT_STEPS = 200
-DEFAULT_RESTARTS = 4
+DEFAULT_STEPS = 100
+DEFAULT_RESTARTS = 2
 MAX_STEPS = 10000
 MAX_RESTARTS = 64
 LR = 0.1
@@ -242,9 +243,13 @@ def project(
             return logits.softmax(1) if label_kind == "class" else logits.sigmoid()
         return None if fixed is None else fixed.repeat(R, *[1] * (fixed.dim() - 1)).to(device)
 
+    # conv models optimise through an inference copy (BatchNorm folded, channels-last: same maps to round-off,
+    # faster on CPUs); the answer is scored and rendered with G itself, so files reproduce it exactly
+    fast = G if style else inference_copy(G)
+
     def synth(x: torch.Tensor) -> torch.Tensor:
         if not style:
-            return G(x, soft_labels())
+            return fast(x, soft_labels())
         if space == "z":
             ws = G.mapping(x, soft_labels(), update_w_avg=False)
         else:
