@@ -324,6 +324,7 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
             page.wait_for_selector("#upload-error:not([hidden])")
             assert "the upload is not an image PIL can read" in page.inner_text("#upload-error")
 
+            assert page.input_value("#project-steps") == str(LIMITS["projection_steps"])  # `ganforge project`'s
             page.fill("#project-steps", "12")
             page.set_input_files("#upload", str(photo))
             page.wait_for_selector("#project-row:not([hidden])")

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ganforge.errors import UserError
+from ganforge.latent.project import DEFAULT_STEPS
 from ganforge.web.runs import ServedRun
 
 LIMITS: dict[str, Any] = {
@@ -32,6 +33,7 @@ LIMITS: dict[str, Any] = {
     "max_upload_bytes": 8 * 2**20,  # one image per upload
     "max_upload_pixels": 4096 * 4096,  # checked from the header before decoding (decompression bombs)
     "max_projection_steps": 1000,
+    "projection_steps": DEFAULT_STEPS,  # the page's default, `ganforge project`'s
     "max_projections": 8,  # kept per run (the oldest is dropped), each editable by its id
 }
 

@@ -325,6 +325,7 @@ async function start() {
   runs = data.runs;
   limits = data.limits;
   $("project-steps").max = limits.max_projection_steps;
+  $("project-steps").value = limits.projection_steps;
   $("count").max = data.limits.max_images;
   $("run").replaceChildren(...runs.map((r) => option(r.id, r.name)));
   $("run").addEventListener("change", () => pickRun($("run").value));
