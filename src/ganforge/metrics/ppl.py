@@ -87,7 +87,7 @@ def path_lengths(
             tt = t.view(-1, *([1] * (w0.dim() - 1)))
             lat = torch.cat([torch.lerp(w0, w1, tt), torch.lerp(w0, w1, tt + eps)])
             # the same per-layer noise for both ends, as G(z) uses in eval mode, else noise alone moves the image
-            const = "noise_mode" in inspect.signature(G.synthesis.forward).parameters
+            const = "noise_mode" in inspect.signature(getattr(G.synthesis, "forward", G.synthesis)).parameters
             img = G.synthesis(lat, noise_mode="const") if const else G.synthesis(lat)
         img = img.float().clamp(-1.0, 1.0)
         out.append((distance(img[:b], img[b:]).double() / eps**2).cpu().numpy())
