@@ -12,29 +12,37 @@ table gives the mean ± std over seeds of both and of the change; the default wa
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 PRESETS = {"dcgan": "fashion_mnist_dcgan", "mlp": "fashion_mnist_mlp"}
+
+
+def copied_stats(G: torch.nn.Module, run: Path) -> torch.nn.Module:
+    """A copy of G_ema with the BatchNorm statistics copied from G, as G_ema had them before standing statistics."""
+    from ganforge.runs.rundir import RunDir
+
+    old = copy.deepcopy(G)
+    tensors = RunDir.open(run).latest().tensors
+    old.load_state_dict({k: tensors["G." + k] if ("running_" in k or "num_batches" in k) else v
+                         for k, v in G.state_dict().items()})  # fmt: skip
+    return old
 
 
 def fid_pair(run: Path, n: int) -> tuple[float, float]:
     """FID of the run's G_ema with BatchNorm statistics copied from G (the old behaviour) and with the standing ones
     its checkpoint stores (same samples, same cached reference, same protocol otherwise)."""
-    import copy
-
     from ganforge.generate import load_generator
     from ganforge.metrics.evaluate import evaluate_generator
-    from ganforge.runs.rundir import RunDir
 
     G, cfg = load_generator(run)  # standing statistics, as stored by training
-    old = copy.deepcopy(G)
-    tensors = RunDir.open(run).latest().tensors
-    old.load_state_dict({k: tensors["G." + k] if ("running_" in k or "num_batches" in k) else v
-                         for k, v in G.state_dict().items()})  # fmt: skip
+    old = copied_stats(G, run)
     kw = {"metrics": "fid", "n": n, "network": "fashion-mnist-cnn", "progress": False, "ema": True}
     return (evaluate_generator(old, cfg, standing_stats=False, **kw)["fid"],
             evaluate_generator(G, cfg, standing_stats=True, **kw)["fid"])  # fmt: skip

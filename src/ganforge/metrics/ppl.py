@@ -1,7 +1,8 @@
 """Perceptual path length (Karras et al. 2019, StyleGAN section 4.2): how much the image changes, perceptually,
 per small step along a latent interpolation. Smooth, disentangled latent spaces score low.
 
-PPL = E[ d(G(lerp(t)), G(lerp(t + eps))) / eps^2 ] over latent pairs, with slerp between normalised z (space "z") or
+PPL = E[ d(G(lerp(t)), G(lerp(t + eps))) / eps^2 ] over latent pairs, with slerp between z directions (space "z",
+on the sphere of radius sqrt(z_dim), so generators without a normalising mapping network see typical inputs) or
 lerp between mapped w (space "w", style models only), t = 0 ("end", StyleGAN2's default) or t ~ U(0, 1) ("full"),
 eps = 1e-4, and the mean taken over the values between the 1st and 99th percentiles, as in the official code.
 d is LPIPS-VGG16 when its weights are given, else the squared L2 distance of the run's feature network. Unlike
@@ -80,7 +81,9 @@ def path_lengths(
         z0, z1 = z[:b].to(device), z[b:].to(device)
         t = t.to(device)
         if space == "z":
-            lat = torch.cat([slerp(z0, z1, t), slerp(z0, z1, t + eps)])
+            # on the sphere of radius sqrt(z_dim), where N(0, I) latents lie: StyleGAN's mapping normalises z, but a
+            # DCGAN fed unit vectors would see inputs 1/sqrt(z_dim) of the size it was trained on
+            lat = torch.cat([slerp(z0, z1, t), slerp(z0, z1, t + eps)]) * G.z_dim**0.5
             img = G(lat)
         else:
             w0, w1 = G.mapping(z0), G.mapping(z1)
