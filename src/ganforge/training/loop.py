@@ -185,7 +185,9 @@ class Loop:
     def checkpoint_state(self, ranks: list[dict[str, Any]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
         tensors, meta = self.b.state(ranks)
         meta = {**meta, **self.c.meta(), "config": self.cfg, "losses": self.last, "world_size": self.dist.world}
-        G = self.standing_sampler()
+        # torch backend only: a TensorFlow checkpoint stays what the Keras G_ema holds (load_generator computes the
+        # same standing statistics on load)
+        G = self.standing_sampler() if self.cfg.get("backend", "torch") == "torch" else None
         own = None if G is None else ckpt.module_tensors("G_ema", G)
         if own is not None and own.keys() <= tensors.keys():  # G_ema saved by this backend under that name
             tensors.update(own)  # sampling a checkpoint is then reproducible without recomputing anything
