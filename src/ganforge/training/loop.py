@@ -141,6 +141,7 @@ class Loop:
         self._pending: Stop | None = None  # a stop this process saw, not yet agreed by all (several processes)
         self._evaluator: Any = None  # the feature network, built on first use; False once evaluation failed
         self._standing: tuple[int, torch.nn.Module | None] | None = None  # (step, G_ema with standing statistics)
+        self._untimed = 0.0  # seconds of standing statistics since the last accounting: sampling work, not training
 
     # --- run-folder side effects ---------------------------------------------------------------------------
     def warn(self, msg: str) -> None:
@@ -173,13 +174,14 @@ class Loop:
         """A copy of G_ema with standing BatchNorm statistics (models/standing.py), what evaluation scores and the
         checkpoint stores; None without EMA or BatchNorm. Computed once per step."""
         if self._standing is None or self._standing[0] != self.c.step:
-            G = None
+            G, t0 = None, time.perf_counter()
             if self.b.has_ema and standing.batchnorms(self.b.sampler):
                 import copy
 
                 G = copy.deepcopy(self.b.sampler)
                 standing.apply_standing_stats(G)
             self._standing = (self.c.step, G)
+            self._untimed += time.perf_counter() - t0
         return self._standing[1]
 
     def checkpoint_state(self, ranks: list[dict[str, Any]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -341,9 +343,11 @@ class Loop:
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
                     self.save_checkpoint()
                 now = time.perf_counter()
-                self.c.train_seconds += now - mark
+                self.c.train_seconds += now - mark - self._untimed  # standing statistics are not training
+                self._untimed = 0.0
                 if t.eval_every and (step % t.eval_every == 0 or step == total):
                     self.evaluate()
+                    self._untimed = 0.0  # evaluation is not counted anyway
                     tic += time.perf_counter() - now  # img/s measures training only
                 mark = time.perf_counter()
         finally:
