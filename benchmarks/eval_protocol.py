@@ -12,6 +12,7 @@ and as a share of one default evaluation (reference cached).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -21,6 +22,21 @@ import torch
 from standing_stats import copied_stats  # benchmarks/ is the script's folder, so on sys.path
 
 NET = "fashion-mnist-cnn"
+
+
+def snapshot(run: Path, dst: Path) -> Path:
+    """config.yaml and the newest checkpoint of a run that may still be training, so every measurement reads one."""
+    from ganforge.runs.rundir import RunDir
+
+    found = RunDir.open(run).latest()
+    if found is None:
+        sys.exit(f"{run} has no checkpoint yet")
+    (dst / "checkpoints").mkdir(parents=True)
+    shutil.copy2(run / "config.yaml", dst / "config.yaml")
+    for suffix in (".safetensors", ".json"):
+        shutil.copy2(found.path.with_suffix(suffix), dst / "checkpoints" / found.path.with_suffix(suffix).name)
+    print(f"measuring {run} at {found.path.name}", file=sys.stderr)
+    return dst
 
 
 def main() -> int:
@@ -38,7 +54,7 @@ def main() -> int:
     from ganforge.models.standing import apply_standing_stats
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(a.run) if a.run else None
+        run = snapshot(Path(a.run), Path(tmp) / "run") if a.run else None
         if run is None:
             from ganforge.training.launch import train
 
