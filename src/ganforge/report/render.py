@@ -162,8 +162,12 @@ def protocol_tables(facts: list[RunFacts]) -> list[tuple[list[RunFacts], list[st
     out = []
     for key, runs in groups.items():
         protos = [p for p in (protocol_of(f.metrics or {}) for f in runs) if p is not None]
-        lines = [f"Protocol: {protos[0].describe()}."] if key else ["Protocol: not recorded (evaluated before "
-                                                                   "ganforge recorded protocols)."]  # fmt: skip
+        if key:
+            lines = [f"Protocol: {protos[0].describe()}."]
+        elif any(f.metrics for f in runs):
+            lines = ["Protocol: not recorded (evaluated before ganforge recorded protocols)."]
+        else:
+            lines = ["No metrics."]
         if len(groups) > 1:
             lines.insert(0, f"NOT COMPARABLE with the other {len(groups) - 1} table(s): these runs were evaluated "
                             "with another protocol (network, weights, reference, resize, quantisation, truncation, "
