@@ -152,9 +152,10 @@ def test_run_directory_is_complete(runs):
 @pytest.mark.parametrize("name", list(RUNS))
 @pytest.mark.parametrize("ema", [True, False])
 def test_torch_generator_loads_the_tf_weights(runs, name, ema):
-    """load_generator (the torch G every command uses) draws what the trained Keras generator draws."""
+    """load_generator (the torch G every command uses) draws what the trained Keras generator draws (with G_ema's
+    BatchNorm statistics as trained: standing statistics would recompute them)."""
     path, trainer, _ = runs[name]
-    G, cfg = load_generator(path, ema=ema)
+    G, cfg = load_generator(path, ema=ema, standing_stats=False)
     keras_G = trainer.keras_sampler if ema else trainer.G
     z = torch.randn(16, cfg["model"]["z_dim"], generator=seeded_generator(5, 0))
     labels = None

@@ -20,14 +20,18 @@ from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_u
 from ganforge.latent.project import Projection, ProjectionCancelled, project  # noqa: F401  (re-exported: generate.project)
 from ganforge.models import build_generator
 from ganforge.models.sampling import require_styles, sample, seed_latents
+from ganforge.models.standing import prepare_loaded
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.rundir import RunDir
 
 
 def load_generator(
-    run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | Path | None = None
+    run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | Path | None = None,
+    standing_stats: bool = True,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The generator of a run (G_ema when the run kept one and `ema` is true), in eval mode."""
+    """The generator of a run (G_ema when the run kept one and `ema` is true), in eval mode. G_ema with BatchNorm
+    gets standing statistics (models/standing.py) unless `standing_stats` is false; `G.sampled_from` and
+    `G.standing_stats` record what was used (None: not applicable)."""
     run = RunDir.open(Path(run_dir))
     cfg = run.read_config()
     if checkpoint is not None:
@@ -39,7 +43,10 @@ def load_generator(
     if found.meta.get("config"):
         cfg = found.meta["config"]
     G = build_generator(cfg)
-    ckpt.load_module(found.generator_prefix(ema), G, found.tensors, f" {found.path.name} ({found.describe()})")
+    prefix = found.generator_prefix(ema)
+    ckpt.load_module(prefix, G, found.tensors, f" {found.path.name} ({found.describe()})")
+    G.sampled_from = prefix  # "G_ema" or "G", for the evaluation protocol
+    G.standing_stats = prepare_loaded(G, prefix, found.meta, standing_stats)  # on the CPU: the same on any device
     return G.to(resolve_device(device)).eval(), cfg
 
 
