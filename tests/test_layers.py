@@ -15,8 +15,8 @@ LAYERS = [
     {"data", "models", "losses", "regularizers", "augment"},
     {"metrics"},
     {"training"},
-    {"generate", "visualize", "evaluation", "export", "tf", "latent"},
-    {"web", "report", "compare"},
+    {"generate", "visualize", "evaluation", "export", "publish", "tf", "latent"},
+    {"web", "report", "compare", "api"},
     {"cli", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
@@ -49,7 +49,7 @@ def test_modules_import_downward_only():
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
-SERVING = ("generate", "export", "evaluation", "web", "latent", "tf/mirrors.py", "tf/from_torch.py")
+SERVING = ("generate", "export", "publish", "evaluation", "web", "latent", "tf/mirrors.py", "tf/from_torch.py")
 
 
 def test_serving_a_generator_never_imports_training():

@@ -19,14 +19,21 @@ from ganforge.fileio import atomic_write_file
 from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_uint8
 from ganforge.models import build_generator
 from ganforge.models.sampling import require_styles, sample, seed_latents
+from ganforge.runs import bundle
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.rundir import RunDir
 
 
-def load_generator(
-    run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | Path | None = None
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The generator of a run (G_ema when the run kept one and `ema` is true), in eval mode."""
+def find_checkpoint(
+    run_dir: str | Path, checkpoint: str | Path | None = None
+) -> tuple[ckpt.Checkpoint, dict[str, Any]]:
+    """The checkpoint a run folder (its newest intact one, or `checkpoint`) or a bundle (ganforge publish) holds,
+    read once, with its config."""
+    if bundle.is_bundle(run_dir):
+        if checkpoint is not None:
+            raise UserError(f"{run_dir} is a published bundle with one model; --checkpoint applies to run folders")
+        found = bundle.read_bundle(run_dir)
+        return found, found.config
     run = RunDir.open(Path(run_dir))
     cfg = run.read_config()
     if checkpoint is not None:
@@ -35,11 +42,22 @@ def load_generator(
         found = run.latest()
         if found is None:
             raise UserError(f"{run.path} has no intact checkpoint yet; train first (or wait for the first checkpoint)")
-    if found.meta.get("config"):
-        cfg = found.meta["config"]
+    return found, found.meta.get("config") or cfg
+
+
+def generator_of(found: ckpt.Checkpoint, cfg: dict[str, Any], *, ema: bool = True, device: str = "cpu") -> torch.nn.Module:
+    """The generator of a loaded checkpoint (G_ema when it holds one and `ema` is true), in eval mode."""
     G = build_generator(cfg)
     ckpt.load_module(found.generator_prefix(ema), G, found.tensors, f" {found.path.name} ({found.describe()})")
-    return G.to(resolve_device(device)).eval(), cfg
+    return G.to(resolve_device(device)).eval()
+
+
+def load_generator(
+    run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | Path | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The generator of a run folder or a bundle (G_ema when it kept one and `ema` is true), in eval mode."""
+    found, cfg = find_checkpoint(run_dir, checkpoint)
+    return generator_of(found, cfg, ema=ema, device=device), cfg
 
 
 def make_labels(
