@@ -10,7 +10,7 @@ import ganforge
 
 ROOT = Path(ganforge.__file__).parent
 LAYERS = [
-    {"errors", "registry", "fileio", "device", "images", "config", "__init__"},
+    {"errors", "registry", "fileio", "device", "images", "config", "progress", "__init__"},
     {"runs"},
     {"data", "models", "losses", "regularizers", "augment"},
     {"metrics"},

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ganforge.errors import UserError
+from ganforge.progress import bar as progress_bar
 from ganforge.registry import Registry
 
 # ITU-R BT.601 luma, the weights PIL's convert("L") uses, so gray features match gray-converted datasets.
@@ -130,7 +130,7 @@ def extract(
 
     extractor = inference_copy(extractor.to(device))  # BN folded, channels-last: same outputs, faster
     outputs: dict[str, list[np.ndarray]] = {}
-    with tqdm(
+    with progress_bar(
         total=total,
         desc=f"features ({extractor.name})",
         unit="img",
