@@ -86,6 +86,8 @@ def test_bundle_alone_gives_the_runs_images_bitwise(bundle, runs, tmp_path):
     assert main(["sample", str(moved), "--n", "16", "--seed", "5", "--grid", str(tmp_path / "b.png")]) == 0
     assert main(["sample", str(runs["dcgan"]), "--n", "16", "--seed", "5", "--grid", str(tmp_path / "r.png")]) == 0
     assert (tmp_path / "b.png").read_bytes() == (tmp_path / "r.png").read_bytes()
+    if publish_mod._onnx_available() is None:  # export reads the bundle as it reads a run
+        assert main(["export", str(moved), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 0
     # loading a bundle goes nowhere near the trainer
     code = (f"import sys, ganforge; ganforge.load({str(moved)!r}).sample(2); "
             "print(sorted(m for m in sys.modules if m.startswith('ganforge.training')))")  # fmt: skip
