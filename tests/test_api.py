@@ -115,3 +115,15 @@ def test_bad_sources_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a ganforge run directory"):
         ganforge.load(tmp_path / "empty")
+
+
+def test_project_then_edit(runs):
+    """Inversion through the handle: a sampled image comes back close to itself, and its latent feeds edit."""
+    G = ganforge.load(runs["dcgan"])
+    target = G.sample(1, seed=9).tensor
+    p = G.project(target, steps=20, restarts=1, network="none")
+    assert p.images.shape == target.shape and p.latent.space == "z"
+    edited = G.edit(p.latent, 0, [0, 2])
+    assert torch.equal(edited.tensor[0], p.images[0])  # strength 0 renders the projection itself
+    with pytest.raises(UserError):
+        G.project(torch.zeros(1, 3, 8, 8), steps=5, network="none")

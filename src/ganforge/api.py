@@ -25,10 +25,12 @@ from PIL import Image
 from ganforge.errors import UserError
 from ganforge.generate import find_checkpoint, generator_of, interpolate, make_labels, sample, style_mix, walk_labels
 from ganforge.images import make_grid, png_bytes, save_grid, to_pil, to_uint8
+from ganforge.latent.core import Latent
 from ganforge.runs import checkpoint as ckpt
 
 if TYPE_CHECKING:
     from ganforge.latent.directions import Directions
+    from ganforge.latent.project import Projection
     from ganforge.runs.rundir import RunDir
 
 Attrs = str | dict[str, int | bool] | None
@@ -200,10 +202,28 @@ class Generator:
             self._directions[key] = compute_directions(self.module, method, spec)
         return self._directions[key]
 
-    def edit(self, seeds: Sequence[int], direction: str | int = 0, strengths: Sequence[float] = (-3, -1.5, 0, 1.5, 3),
+    def project(self, targets: Sequence[str | Path | bytes] | torch.Tensor, *, space: str | None = None,
+                steps: int | None = None, restarts: int | None = None, network: str | None = None, seed: int = 0,
+                cls: str | int | None = None, attrs: Attrs = None) -> Projection:  # fmt: skip
+        """GAN inversion (latent/project.py): the latent whose image best matches each target (image files, bytes,
+        or an NCHW tensor in [-1, 1] at this model's size), with the perceptual loss `ganforge project` uses
+        (the run's domain network, or `network`). `.latent` feeds `edit`, `.images` are the reconstructions."""
+        from ganforge.latent import project as P
+        from ganforge.latent.perceptual import ProjectionLoss, build_network, default_network_name
+        from ganforge.latent.targets import load_targets
+
+        x = targets if isinstance(targets, torch.Tensor) else load_targets(list(targets), self.config)[0]
+        labels = make_labels(self.config, len(x), cls, _attr_text(attrs)) if cls is not None or attrs is not None else None
+        loss = ProjectionLoss(build_network(network or default_network_name(self.config)))
+        return P.project(self.module, x, space=space, steps=P.DEFAULT_STEPS if steps is None else steps,
+                         restarts=P.DEFAULT_RESTARTS if restarts is None else restarts, seed=seed, loss=loss,
+                         labels=labels, label_kind="attributes" if self.label_kind == "attributes" else "class")  # fmt: skip
+
+    def edit(self, seeds: Sequence[int] | Latent, direction: str | int = 0,
+             strengths: Sequence[float] = (-3, -1.5, 0, 1.5, 3),
              *, directions: Directions | str | Path | None = None, layers: str | Sequence[int] | None = None,
              cls: str | int | None = None, attrs: Attrs = None) -> Images:  # fmt: skip
-        """Each seed moved along one direction (a name or index of `directions`: a Directions, a direction file, or
+        """Each seed (or each latent of a Latent, e.g. `project(...).latent`) moved along one direction (a name or index of `directions`: a Directions, a direction file, or
         by default this generator's sefa directions) at each strength, in standard deviations; a row per seed.
         Strength 0 is the seed's own image, bit for bit."""
         from ganforge.latent.directions import Directions
@@ -213,8 +233,9 @@ class Generator:
             directions = self.directions("sefa")
         elif not isinstance(directions, Directions):
             directions = Directions.load(directions, self.module)
-        labels = make_labels(self.config, len(seeds), cls, _attr_text(attrs))
-        x = edit(self.module, list(seeds), directions, direction, list(strengths), layers, labels)
+        what = seeds if isinstance(seeds, Latent) else list(seeds)
+        labels = None if isinstance(seeds, Latent) else make_labels(self.config, len(seeds), cls, _attr_text(attrs))
+        x = edit(self.module, what, directions, direction, list(strengths), layers, labels)
         return Images(x, len(strengths))
 
     # --- output ----------------------------------------------------------------------------------------------
