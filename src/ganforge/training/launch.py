@@ -35,7 +35,8 @@ def trainer_class(cfg: dict[str, Any]) -> type[Backend]:
 
 
 def check_backend(cfg: dict[str, Any], nproc: int = 1) -> None:
-    """What a backend cannot train is a one-line error before any data or folder (tensorflow: mlp, dcgan)."""
+    """What a backend cannot train (tensorflow: mlp, dcgan), or a tracker that cannot work (log.mlflow/log.wandb), is a
+    one-line error before any data or folder."""
     trackers.check(cfg)
     if cfg.get("backend", "torch") == "torch":
         return
