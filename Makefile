@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[test,tf,onnx,web,hf]"
+	$(PIP) install -q -e ".[test,tf,onnx,web,hf,mlflow,wandb,notebook]"
 	touch $@
 
 install: $(VENV)/.installed

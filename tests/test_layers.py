@@ -10,13 +10,13 @@ import ganforge
 
 ROOT = Path(ganforge.__file__).parent
 LAYERS = [
-    {"errors", "registry", "fileio", "device", "images", "config", "__init__"},
+    {"errors", "registry", "fileio", "device", "images", "config", "progress", "__init__"},
     {"runs"},
     {"data", "models", "losses", "regularizers", "augment"},
     {"metrics"},
     {"training"},
-    {"generate", "visualize", "evaluation", "export", "tf", "latent"},
-    {"web", "report", "compare"},
+    {"generate", "visualize", "evaluation", "export", "publish", "tf", "latent"},
+    {"web", "report", "compare", "api"},
     {"cli", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
@@ -49,7 +49,8 @@ def test_modules_import_downward_only():
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
-SERVING = ("generate", "export", "evaluation", "web", "latent", "tf/export/", "tf/layout.py", "tf/generators.py")
+SERVING = ("generate", "export", "publish", "evaluation", "web", "latent", "tf/export/", "tf/layout.py",
+           "tf/generators.py")
 
 
 def test_serving_a_generator_never_imports_training():

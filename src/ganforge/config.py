@@ -165,6 +165,7 @@ SCHEMA: dict[str, Any] = {
                             "evaluation on rank 0) before the job ends with an error", min=1),
         "tensorboard": Key(True, bool, "write TensorBoard scalars and images under tb/"),
     },
+    "log": {},  # experiment trackers beyond TensorBoard: their keys are declared in runs/trackers.py
 }
 
 
@@ -172,7 +173,7 @@ SCHEMA: dict[str, Any] = {
 # Keys stay in the shared sections (model.w_dim, data.crop), so configs and run dirs stay flat; the
 # declaration lives beside the code that reads the key. Modules that declare fragments are found by name
 # (like the CLI's command table), so config.py itself never imports them at module level.
-FRAGMENT_MODULES = ("ganforge.models", "ganforge.data")
+FRAGMENT_MODULES = ("ganforge.models", "ganforge.data", "ganforge.runs.trackers")
 OWNERS: dict[str, str] = {}  # "section.key" -> the family/source that declared it
 _loaded = False
 

@@ -48,10 +48,9 @@ from torch import nn
 from ganforge import __version__
 from ganforge.errors import UserError, warn
 from ganforge.fileio import atomic_write_bytes, fsync_dir
-from ganforge.generate import load_generator
+from ganforge.generate import find_checkpoint, generator_of
 from ganforge.models.sampling import seed_latents
 from ganforge.runs import checkpoint as ckpt
-from ganforge.runs.rundir import RunDir
 from ganforge.tf import FORMATS, METADATA_FORMAT, METADATA_KEY, METADATA_NAME, sidecar_path
 
 # what each format needs, as (import name, pip extra)
@@ -368,11 +367,10 @@ def metadata(G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str
 
 
 def load_for_export(run_dir: str | Path, ema: bool, checkpoint: str | Path | None) -> tuple[Any, dict, Any]:
-    """(G, cfg, checkpoint) with the checkpoint read once, so the metadata names the step that was exported."""
-    found = ckpt.read_checkpoint(Path(checkpoint)) if checkpoint is not None else RunDir.open(Path(run_dir)).latest()
-    G, cfg = load_generator(run_dir, ema=ema, checkpoint=None if found is None else found.path)
-    assert found is not None  # load_generator raised the user's error otherwise
-    return G, cfg, found
+    """(G, cfg, checkpoint) with the checkpoint read (and hashed) once, so the metadata names the step that was
+    exported; `run_dir` may also be a published bundle."""
+    found, cfg = find_checkpoint(run_dir, checkpoint)
+    return generator_of(found, cfg, ema=ema), cfg, found
 
 
 def export(
@@ -385,8 +383,17 @@ def export(
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     require_extras(fmt)
-    out = Path(out)
     G, cfg, found = load_for_export(run_dir, ema, checkpoint)
+    return export_generator(G, cfg, found, fmt, out, run_dir=run_dir, ema=ema, overwrite=overwrite,
+                            directions=directions)  # fmt: skip
+
+
+def export_generator(
+    G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str, out: str | Path, *, run_dir: str | Path,
+    ema: bool = True, overwrite: bool = False, directions: list[str | Path] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """`export` of a generator already loaded from checkpoint `found` (of `run_dir`), e.g. by `ganforge publish`."""
+    out = Path(out)
     if hasattr(G, "stage") and G.stage != (G.levels - 1, 1.0):
         level, alpha = G.stage
         raise UserError(f"this progan run is still growing (at {G.stage_resolution}x{G.stage_resolution}, alpha "

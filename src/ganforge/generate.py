@@ -21,17 +21,21 @@ from ganforge.latent.project import Projection, ProjectionCancelled, project  # 
 from ganforge.models import build_generator
 from ganforge.models.sampling import require_styles, sample, seed_latents
 from ganforge.models.standing import prepare_loaded
+from ganforge.runs import bundle
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.rundir import RunDir
 
 
-def load_generator(
-    run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | Path | None = None,
-    standing_stats: bool = True,
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The generator of a run (G_ema when the run kept one and `ema` is true), in eval mode. G_ema with BatchNorm
-    gets standing statistics (models/standing.py) unless `standing_stats` is false; `G.sampled_from` and
-    `G.standing_stats` record what was used (None: not applicable)."""
+def find_checkpoint(
+    run_dir: str | Path, checkpoint: str | Path | None = None
+) -> tuple[ckpt.Checkpoint, dict[str, Any]]:
+    """The checkpoint a run folder (its newest intact one, or `checkpoint`) or a bundle (ganforge publish) holds,
+    read once, with its config."""
+    if bundle.is_bundle(run_dir):
+        if checkpoint is not None:
+            raise UserError(f"{run_dir} is a published bundle with one model; --checkpoint applies to run folders")
+        found = bundle.read_bundle(run_dir)
+        return found, found.config
     run = RunDir.open(Path(run_dir))
     cfg = run.read_config()
     if checkpoint is not None:
@@ -40,14 +44,31 @@ def load_generator(
         found = run.latest()
         if found is None:
             raise UserError(f"{run.path} has no intact checkpoint yet; train first (or wait for the first checkpoint)")
-    if found.meta.get("config"):
-        cfg = found.meta["config"]
+    return found, found.meta.get("config") or cfg
+
+
+def generator_of(
+    found: ckpt.Checkpoint, cfg: dict[str, Any], *, ema: bool = True, device: str = "cpu", standing_stats: bool = True
+) -> torch.nn.Module:
+    """The generator of a loaded checkpoint (G_ema when it holds one and `ema` is true), in eval mode, with standing
+    statistics as `load_generator` gives them."""
     G = build_generator(cfg)
     prefix = found.generator_prefix(ema)
     ckpt.load_module(prefix, G, found.tensors, f" {found.path.name} ({found.describe()})")
     G.sampled_from = prefix  # "G_ema" or "G", for the evaluation protocol
     G.standing_stats = prepare_loaded(G, prefix, found.meta, standing_stats)  # on the CPU: the same on any device
-    return G.to(resolve_device(device)).eval(), cfg
+    return G.to(resolve_device(device)).eval()
+
+
+def load_generator(
+    run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | Path | None = None,
+    standing_stats: bool = True,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The generator of a run folder or a bundle (G_ema when it kept one and `ema` is true), in eval mode. G_ema
+    with BatchNorm gets standing statistics (models/standing.py) unless `standing_stats` is false;
+    `G.sampled_from` and `G.standing_stats` record what was used (None: not applicable)."""
+    found, cfg = find_checkpoint(run_dir, checkpoint)
+    return generator_of(found, cfg, ema=ema, device=device, standing_stats=standing_stats), cfg
 
 
 def make_labels(

@@ -24,6 +24,7 @@ MODULES = [
     "ganforge.cli.latent",
     "ganforge.cli.evaluate",
     "ganforge.cli.export",
+    "ganforge.cli.publish",
     "ganforge.cli.report",
     "ganforge.cli.info",
 ]

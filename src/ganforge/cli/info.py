@@ -17,11 +17,37 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     q.add_argument("--json", action="store_true")
     q.add_argument("--debug", action="store_true", help="show tracebacks")
+    k = sub.add_parser("pack", help="write a source as a StyleGAN2-ADA/StyleGAN3 dataset zip (dataset.json labels)")
+    k.add_argument("source", help="a dataset name, a folder or a .zip of images")
+    k.add_argument("--out", required=True, help="the .zip to write")
+    k.add_argument("--resolution", type=int, help="R x R pixels (default: the images' own square size)")
+    k.add_argument("--crop", default="center", choices=("center", "center-wide"),
+                   help="center: largest centred square; center-wide: a 4:3 crop on a black square (default center)")  # fmt: skip
+    k.add_argument("--labels", default="auto", choices=("auto", "from-folders", "none"),
+                   help="auto: the source's own (dataset.json, class folders, a dataset's classes); from-folders: "
+                        "first-level sub-folders are classes; none")  # fmt: skip
+    k.add_argument("--channels", type=int, choices=(1, 3), help="1 or 3 (default: the first image's)")
+    k.add_argument("--data-dir", help="folder holding the dataset files")
+    k.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+    k.add_argument("--overwrite", action="store_true", help="allow replacing an existing zip")
+    k.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _pack(a: argparse.Namespace) -> int:
+    from ganforge.data.pack import pack
+
+    r = pack(a.source, a.out, resolution=a.resolution, crop=a.crop, labels=a.labels, channels=a.channels,
+             data_dir=a.data_dir, strict=a.strict, overwrite=a.overwrite)  # fmt: skip
+    what = f", {r['labels']} labels ({len(r['classes'])} names)" if r["labels"] else ", no labels"
+    print(f"{r['path']}: {r['images']} images, {r['resolution']}x{r['resolution']}x{r['channels']}{what}")
+    return 0
 
 
 def _data(a: argparse.Namespace) -> int:
+    if a.data_command == "pack":
+        return _pack(a)
     if a.data_command != "info":
-        raise UserError("usage: ganforge data info SOURCE [--data-dir DIR]")
+        raise UserError("usage: ganforge data info SOURCE [--data-dir DIR] | ganforge data pack SOURCE --out DATA.zip")
     from ganforge.data import dataset_info
 
     info = dataset_info(a.source, data_dir=a.data_dir, strict=a.strict)

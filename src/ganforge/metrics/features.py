@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ganforge.errors import UserError
+from ganforge.progress import bar as progress_bar
 from ganforge.registry import Registry
 
 # How images reach the network's input size: "legacy" is pytorch-fid's bilinear interpolation (align_corners=False, no
@@ -144,7 +144,7 @@ def extract(
 
     extractor = inference_copy(extractor.to(device))  # BN folded, channels-last: same outputs, faster
     outputs: dict[str, list[np.ndarray]] = {}
-    with tqdm(
+    with progress_bar(
         total=total,
         desc=f"features ({extractor.name})",
         unit="img",

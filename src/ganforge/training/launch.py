@@ -18,6 +18,7 @@ from ganforge.device import resolve_device
 from ganforge.errors import DistributedFailure, UserError, warn
 from ganforge.losses import gp_weight
 from ganforge.runs import checkpoint as ckpt
+from ganforge.runs import trackers
 from ganforge.runs.events import Event
 from ganforge.runs.rundir import RunDir, check_run_dir, is_run_dir
 from ganforge.training import distributed
@@ -34,7 +35,9 @@ def trainer_class(cfg: dict[str, Any]) -> type[Backend]:
 
 
 def check_backend(cfg: dict[str, Any], nproc: int = 1) -> None:
-    """What a backend cannot train is a one-line error before any data or folder (tensorflow: mlp, dcgan)."""
+    """What a backend cannot train (tensorflow: mlp, dcgan), or a tracker that cannot work (log.mlflow/log.wandb), is a
+    one-line error before any data or folder."""
+    trackers.check(cfg)
     if cfg.get("backend", "torch") == "torch":
         return
     if nproc > 1:
@@ -316,6 +319,7 @@ def train(
 def _fit(plan: _Plan, quiet: bool, d: Dist) -> tuple[RunDir, dict[str, Any]]:
     loop = _start(plan, quiet, d)
     run = plan.run
+    mirror = None if run is None else trackers.start(run.path, plan.cfg, run.log_text)  # log.mlflow / log.wandb
     try:
         summary = loop.run_training()
         if run is not None:
@@ -325,6 +329,8 @@ def _fit(plan: _Plan, quiet: bool, d: Dist) -> tuple[RunDir, dict[str, Any]]:
                 + (f" (stopped by {summary['stopped_by']})" if summary["stopped_by"] else "")
             )
     finally:
+        if mirror is not None:
+            mirror.stop()
         if run is not None:
             run.close()
     return (run if run is not None else RunDir(plan.path, tensorboard=False)), summary

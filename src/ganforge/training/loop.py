@@ -27,6 +27,7 @@ from ganforge.config import train_view
 from ganforge.errors import DistributedFailure, TrainingDiverged, warn
 from ganforge.images import make_grid, save_png
 from ganforge.models import standing
+from ganforge.progress import bar
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.events import Event, Stop
 from ganforge.runs.rundir import RunDir
@@ -360,9 +361,9 @@ class Loop:
         common = dict(desc="train", disable=self.b.quiet or not self.dist.is_main, dynamic_ncols=True,
                       mininterval=0.5, file=sys.stderr)  # fmt: skip
         if not t.max_seconds:
-            return tqdm(total=t.steps, initial=self.c.step, unit="step", **common)
+            return bar(total=t.steps, initial=self.c.step, unit="step", **common)
         budget = float(t.max_seconds)
-        return tqdm(total=budget, initial=min(self.c.train_seconds, budget), unit="s", **common,
+        return bar(total=budget, initial=min(self.c.train_seconds, budget), unit="s", **common,
                     bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of training [{elapsed}<{remaining}{postfix}]")  # fmt: skip
 
     def _finish(self) -> None:

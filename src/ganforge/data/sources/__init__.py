@@ -19,6 +19,7 @@ from ganforge.data.sources.base import (
 )
 from ganforge.data.sources.folder import FolderSource, ZipSource
 from ganforge.data.sources.idx import FashionMnistSource, MnistSource, read_idx, write_idx
+from ganforge.data.sources.stylegan import StyleGanFolderSource, StyleGanZipSource, has_dataset_json
 from ganforge.errors import UserError
 
 # Sources register when imported, and messages list datasets in that order: the IDX ones first, then
@@ -41,6 +42,8 @@ __all__ = [
     "Sink",
     "SkippedFileWarning",
     "Source",
+    "StyleGanFolderSource",
+    "StyleGanZipSource",
     "ZipSource",
     "dataset_names",
     "make_source",
@@ -83,7 +86,7 @@ def _looks_like_path(spec: str) -> bool:
 
 def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
     """'fashion-mnist:test' -> ('fashion-mnist', None, 'test'); a folder -> ('folder', path, None);
-    a .zip -> ('zip', path, None). Names win over same-named folders: write ./mnist for the folder."""
+    a .zip -> ('zip', path, None); either with a dataset.json at its root -> 'stylegan-folder' / 'stylegan-zip'. Names win over same-named folders: write ./mnist for the folder."""
     s = spec.strip()
     names = dataset_names()
     name, _, split = s.partition(":")
@@ -91,10 +94,10 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
         return name.lower(), None, split.strip().lower() or "train"
     p = Path(s).expanduser()
     if p.is_dir():
-        return "folder", s, None
+        return ("stylegan-folder" if has_dataset_json(p) else "folder"), s, None
     if p.is_file():
         if p.suffix.lower() == ".zip" or zipfile.is_zipfile(p):
-            return "zip", s, None
+            return ("stylegan-zip" if has_dataset_json(p) else "zip"), s, None
         raise UserError(f"dataset {s} is a file but not a .zip; pass a folder of images or a .zip of images")
     if _looks_like_path(s):
         raise UserError(f"dataset path {s} does not exist; pass an existing folder or .zip of images")

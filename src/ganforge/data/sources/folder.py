@@ -222,9 +222,15 @@ class ImageFilesSource(Source):
                 f"(first: {skipped[unlisted]})"
             )
 
+    def file_labels(self, names: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
+        """The label of every name (int64 classes or float32 attribute rows) and the class/attribute names:
+        here from first-level folders (see `auto_labels`); StyleGAN datasets read dataset.json instead."""
+        labels, classes = auto_labels(names) if self.labels_mode == "auto" else (None, None)
+        return (None if labels is None else np.asarray(labels, np.int64)), classes
+
     def decode_into(self, sink: Sink, resolution: int, channels: int, strict: bool) -> Decoded:
         names = self._checked_names()
-        all_labels, classes = auto_labels(names) if self.labels_mode == "auto" else (None, None)
+        all_labels, classes = self.file_labels(names)
         kept: list[int] = []
         batch: list[np.ndarray] = []
         for i, arr in self._iter_arrays(names, strict, f"decoding {self.slug}"):
@@ -236,13 +242,15 @@ class ImageFilesSource(Source):
                 batch = []
         if batch:
             sink.append(np.concatenate(batch))
-        labels = None if all_labels is None else np.asarray([all_labels[i] for i in kept], np.int64)
+        labels = None if all_labels is None else all_labels[np.asarray(kept, np.int64)]
         return Decoded(labels, classes, list(self._skipped), total=len(names) + len(self.unlisted()))
 
     def info(self, strict: bool = False) -> dict[str, Any]:
         """Decodes every file at its native size: exact, but as slow as a first load."""
         names = self._checked_names()
-        all_labels, classes = auto_labels(names) if self.labels_mode == "auto" else (None, None)
+        all_labels, classes = self.file_labels(names)
+        if all_labels is not None and all_labels.ndim != 1:  # attribute rows: no class counts
+            all_labels = None
         shapes: dict[tuple[int, int, int], int] = {}
         lo, hi, count = 255, 0, 0
         class_counts = [0] * len(classes or [])
