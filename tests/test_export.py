@@ -23,10 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, synthetic_data
+from conftest import FAST, need_extra, synthetic_data
 
-pytest.importorskip("tensorflow", reason="the tf extra (pip install 'ganforge[tf]') is not installed")
-pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'ganforge[onnx]') is not installed")
+need_extra("tensorflow", "tf")
+need_extra("onnxruntime", "onnx")
 
 from ganforge.cli import main  # noqa: E402
 from ganforge.config import load_config  # noqa: E402

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import need_extra
 from torch import nn
 
 from ganforge.metrics import fid_from_features, kernel_inception_distance
 
-pytest.importorskip("torchmetrics")
+need_extra("torchmetrics", "test")
 from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: E402
 from torchmetrics.image.kid import KernelInceptionDistance  # noqa: E402
 

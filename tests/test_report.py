@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, png_folder
+from conftest import FAST, need_extra, png_folder
 from PIL import Image
 
 from ganforge.cli import main
@@ -122,7 +122,7 @@ def test_user_files_are_never_replaced(pair):
 
 @pytest.mark.slow
 def test_renders_offline_in_chromium(pair):
-    playwright = pytest.importorskip("playwright.sync_api")
+    playwright = need_extra("playwright.sync_api", "test")
     _, _, _, out, _ = pair
     requested: list[str] = []
     with playwright.sync_playwright() as p:

@@ -21,9 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, synthetic_data
+from conftest import FAST, need_extra, synthetic_data
 
-pytest.importorskip("tensorflow", reason="the tf extra (pip install 'ganforge[tf]') is not installed")
+need_extra("tensorflow", "tf")
 
 from ganforge import config  # noqa: E402
 from ganforge.cli import main  # noqa: E402

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, synthetic_data, tiny_runs
+from conftest import FAST, need_extra, synthetic_data, tiny_runs
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -267,7 +267,7 @@ def test_concurrent_requests_do_not_crash_or_mix(server_url, client):
 def test_page_in_headless_chromium(server_url, served, tmp_path):
     """Load the page, change seed and truncation (the image changes and is the right one), download it, see a
     refusal in the page, and check that nothing but 127.0.0.1 was ever contacted."""
-    from playwright.sync_api import sync_playwright
+    sync_playwright = need_extra("playwright.sync_api", "test").sync_playwright
 
     G = served["stylegan2"].G
     outside: list[str] = []
