@@ -206,3 +206,14 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def assert_png_is_grid(path: Path, x, nrow: int | None = None) -> None:
+    """The PNG at `path` holds exactly the images x ([-1, 1] NCHW, e.g. from the API) tiled as a grid."""
+    from PIL import Image
+
+    from ganforge.images import make_grid
+
+    want = make_grid(x, nrow)
+    got = np.asarray(Image.open(path))
+    np.testing.assert_array_equal(got, want[..., 0] if want.shape[-1] == 1 and got.ndim == 2 else want)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -12,10 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, need_fashion_mnist, png_folder
+import torch
+from conftest import FAST, FMNIST_DIR, assert_png_is_grid, need_fashion_mnist, png_folder
 from PIL import Image
 
 from ganforge.cli import main
+from ganforge.config import load_config
+from ganforge.data.from_config import load_data
+from ganforge.generate import load_generator, sample
 
 
 @pytest.fixture
@@ -60,6 +65,9 @@ def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     assert len(list((tmp_path / "files").glob("*.png"))) == 9
     rc, out, err = run_cli(["sample", run, "--no-ema", "--seed", "5"], capsys)
     assert rc == 0 and (run / "sample-seed5.png").is_file()
+    raw = sample(load_generator(run, ema=False)[0], 64, seed=5)  # --no-ema: G, not G_ema; --seed: its latents
+    assert_png_is_grid(run / "sample-seed5.png", raw)
+    assert not torch.equal(raw, sample(load_generator(run)[0], 64, seed=5))
 
 
 @pytest.mark.parametrize(
@@ -159,7 +167,18 @@ def test_real_fashion_mnist_source_trains(tmp_path, capsys):
     rc, out, err = run_cli(["train", "fashion_mnist_dcgan", *FAST, "train.steps=3", "--run-dir", tmp_path / "r",
                             "--quiet"], capsys)  # fmt: skip
     assert rc == 0, err
-    assert np.asarray(Image.open(next((tmp_path / "r" / "samples").glob("*.png")))).std() > 0
+    run = tmp_path / "r"
+    start = json.loads((run / "events.jsonl").read_text().splitlines()[0])
+    assert (start["event"], start["source"]) == ("start", "fashion-mnist")
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 3 and metrics[-1]["images_seen"] == 48 and np.isfinite(metrics[-1]["loss_d"])
+    # what it trained on is the real set: 60,000 labelled images, each with content, as bright as the raw IDX bytes
+    data = load_data(load_config(str(run / "config.yaml"), []))
+    images = np.asarray(data.images)
+    raw = np.frombuffer(gzip.open(FMNIST_DIR / "train-images-idx3-ubyte.gz").read()[16:], np.uint8)
+    assert images.shape == (60_000, 32, 32, 1) and sorted(set(data.labels.tolist())) == list(range(10))
+    assert images.reshape(60_000, -1).std(axis=1).min() > 5  # no constant image (a black grid padding can't pass)
+    assert abs(images.mean() - raw.mean()) < 1.0
 
 
 def test_demo_command_is_idempotent(tmp_path, capsys):
