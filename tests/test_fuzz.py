@@ -341,16 +341,31 @@ def _drop_optim(meta: dict) -> None:
     del meta["optim"]
 
 
-@pytest.mark.parametrize("tamper", [_tamper_step, _tamper_rng, _tamper_lr, _drop_optim])
-def test_tampered_sidecar_is_detected(tamper, src_run: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def _drop_optim_and_hash(meta: dict) -> None:  # a sidecar edited by hand and re-saved without its own hash
+    del meta["optim"], meta["meta_sha256"]
+
+
+@pytest.mark.parametrize("tamper, match", [
+    (_tamper_step, r"step-00000004\.json is corrupted \(its SHA-256"),
+    (lambda m: (_tamper_step(m), m.pop("meta_sha256")), r"step-00000004\.json is damaged \(it names step 3\)"),
+    (_tamper_rng, r"step-00000004\.json is corrupted \(its SHA-256 does not match its content\)"),
+    (_tamper_lr, r"step-00000004\.json is corrupted \(its SHA-256"),
+    (_drop_optim, r"step-00000004\.json is corrupted \(its SHA-256"),
+    (_drop_optim_and_hash, r"^step-00000004\.json has no 'optim': this checkpoint cannot be resumed; .*--init-from$"),
+])  # fmt: skip
+def test_tampered_sidecar_is_detected(tamper, match, src_run: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """Reading the checkpoint refuses an edited sidecar by its hash; one without a hash fails when resumed, and
+    each says which file and why in one line."""
     p = _copy_ckpt(src_run, tmp_path / "ck")
     js = p.with_suffix(".json")
     meta = json.loads(js.read_text())
     tamper(meta)
     js.write_text(json.dumps(meta, indent=1))
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=match) as e:
         c = ckpt.read_checkpoint(p)
+        assert tamper is _drop_optim_and_hash  # the others must be refused by read_checkpoint already
         Trainer(c.config, None, data=synthetic_data(n=32), quiet=True).load_state(c)
+    assert "\n" not in str(e.value)
 
 
 class _Payload:
