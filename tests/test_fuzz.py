@@ -13,7 +13,6 @@ import io
 import json
 import pickle
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -237,10 +236,10 @@ def test_alias_expansion_does_not_blow_up_the_error_message(refusing_dir: Path, 
         prev, cur = chr(96 + i), chr(97 + i)
         levels.append(f"&{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
     (tmp_path / "laughs.yaml").write_text("name: [" + ", ".join(levels) + "]\n")
-    t0 = time.monotonic()
-    line = the_error_line(*run_cli(["train", tmp_path / "laughs.yaml", "--run-dir", refusing_dir]))
+    with time_limit(120):  # a guard against a hang, not a timing: 9**6 expanded items would still finish
+        line = the_error_line(*run_cli(["train", tmp_path / "laughs.yaml", "--run-dir", refusing_dir]))
     assert "'name'" in line
-    assert len(line) < 1000 and time.monotonic() - t0 < 5
+    assert len(line) < 1000
 
 
 def test_seed_beyond_torch_range_is_rejected_by_validation() -> None:
