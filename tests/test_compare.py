@@ -112,13 +112,18 @@ def test_bad_input_exits_2(tmp_path, capsys):
     def run(*args: str) -> int:
         return main(["compare", *args])
 
-    assert run("fashion_mnist_dcgan", "--images", "10", "--minutes", "1", "--out", str(tmp_path / "a")) == 2
-    assert run("fashion_mnist_dcgan", "--out", str(tmp_path / "a")) == 2  # no budget
-    assert run("fashion_mnist_dcgan", "fashion_mnist_dcgan", "--images", "10", "--out", str(tmp_path / "a")) == 2
-    assert "compared twice" in capsys.readouterr().err
-    assert run("no_such_preset", "--images", "10", "--out", str(tmp_path / "a")) == 2
-    assert run("fashion_mnist_dcgan", "--images", "10", "--seeds", "x", "--out", str(tmp_path / "a")) == 2
-    assert run("--run", "nolabel", "--images", "10", "--out", str(tmp_path / "a")) == 2
+    def refused(*args: str, says: str) -> None:
+        """Exit 2 with one line that says what is wrong (not only the exit code)."""
+        assert run(*args, "--out", str(tmp_path / "a")) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("ganforge: error: ") and says in err, err
+
+    refused("fashion_mnist_dcgan", "--images", "10", "--minutes", "1", says="--minutes: not allowed with argument --images")
+    refused("fashion_mnist_dcgan", says="one of the arguments --minutes --images is required")  # no budget
+    refused("fashion_mnist_dcgan", "fashion_mnist_dcgan", "--images", "10", says="compared twice")
+    refused("no_such_preset", "--images", "10", says="config 'no_such_preset' not found")
+    refused("fashion_mnist_dcgan", "--images", "10", "--seeds", "x", says="--seeds takes 1 to 32 comma-separated")
+    refused("--run", "nolabel", "--images", "10", says="--run 'nolabel': write LABEL=CONFIG")
     assert not (tmp_path / "a").exists()  # nothing was created for bad input
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
@@ -127,6 +132,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     (tmp_path / "file").write_text("x")
     assert run("fashion_mnist_dcgan", "--images", "10", "--out", str(tmp_path / "file")) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
     planned = tmp_path / "planned"
     planned.mkdir()
     plan = {"format": "ganforge-compare/1", "budget": {"images": 96}, "eval_n": 2000, "network": None, "runs": {}}

@@ -110,14 +110,17 @@ def test_fid_curve_uses_the_trainers_lines(pair):
 
 
 @pytest.mark.slow  # shares the pair fixture: two trainings and a report, ~15-40 s
-def test_user_files_are_never_replaced(pair):
+def test_user_files_are_never_replaced(pair, capsys):
     root, short, long, out, user = pair
     for rel, data in user.items():
         assert (root / rel).read_bytes() == data
     # what was missing was made: short's real-vs-generated grid, long's nearest-neighbour grid
     assert Image.open(short / "compare-grid.png").width > 100 and Image.open(long / "nearest.png").width > 100
+    before = out.read_bytes()
+    capsys.readouterr()
     rc = main(["report", str(short), "--out", str(out), "--no-eval"])
-    assert rc == 2 and out.stat().st_size > 10_000  # existing report: refused, untouched
+    assert f"{out} already exists; choose another path or pass --overwrite" in capsys.readouterr().err
+    assert rc == 2 and out.read_bytes() == before  # existing report: refused, untouched (byte for byte)
 
 
 @pytest.mark.slow
