@@ -217,3 +217,41 @@ def assert_png_is_grid(path: Path, x, nrow: int | None = None) -> None:
     want = make_grid(x, nrow)
     got = np.asarray(Image.open(path))
     np.testing.assert_array_equal(got, want[..., 0] if want.shape[-1] == 1 and got.ndim == 2 else want)
+
+
+def pixel_features(x) -> np.ndarray:
+    """The features of the `test-pixels` network written out: 4x4 average-pooled pixels in [-1, 1] (float64), from
+    uint8 NHWC images or a [-1, 1] NCHW tensor at 32 px, 1 channel."""
+    a = np.asarray(x, np.float64)
+    a = a.transpose(0, 3, 1, 2) / 127.5 - 1.0 if a.shape[-1] == 1 and a.shape[1] != 1 else a
+    n, c, h, w = a.shape
+    return a.reshape(n, c, h // 4, 4, w // 4, 4).mean(axis=(3, 5)).reshape(n, -1)
+
+
+def register_pixel_net() -> None:
+    """Register `test-pixels`: a feature network that runs in microseconds without weights (4x4 average-pooled
+    32 px pixels as 64 features, a fixed random linear map as 10-class logits), so metric results can be recomputed
+    by brute force (`pixel_features`)."""
+    import torch
+
+    from ganforge.metrics.features import EXTRACTORS, FeatureExtractor
+
+    class PixelNet(FeatureExtractor):
+        name = "test-pixels"
+        input_size = 32
+        channels = 1
+        feature_dim = 64
+        num_classes = 10
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(64, 10)
+            torch.nn.init.normal_(self.head.weight, generator=torch.Generator().manual_seed(0))
+            torch.nn.init.zeros_(self.head.bias)  # fixed weights: the same network every build
+
+        def embed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            f = torch.nn.functional.avg_pool2d(x, 4).flatten(1)
+            return {"features": f, "logits": self.head(f)}
+
+    if "test-pixels" not in EXTRACTORS:
+        EXTRACTORS.register("test-pixels")(lambda **kw: PixelNet())
