@@ -133,3 +133,39 @@ def test_real_fashion_mnist_fid_is_small_and_noise_fid_is_large():
     far = fid_from_features(test["features"], noise["features"])
     assert close < 1.0, close
     assert far > 50 * close and far > 20, (close, far)
+
+
+def test_cli_nearest(run_dir, folder, capsys):
+    """`ganforge nearest`: the PNG (a row per sample: it and its k neighbours) and, with --json, the distances that
+    brute force finds; without --json, one readable line per sample."""
+    assert main(["nearest", str(run_dir), "--n", "3", "--k", "4", "--network", "test-pixels", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    train_f = pixel_features(folder_images(folder))
+    fake_f = pixel_features(sample(load_generator(run_dir)[0], 3, seed=0))
+    dist = np.sqrt(((fake_f[:, None] - train_f[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(res["distances"], np.sort(dist, axis=1)[:, :4], atol=2e-4)
+    assert res["png"] == str(run_dir / "nearest.png") and res["network"] == "test-pixels"
+    w, h = Image.open(run_dir / "nearest.png").size
+    assert w == 2 * (5 * 34 + 2) and h > 2 * (3 * 34 + 2)  # 5 columns, 3 rows (x2), plus a caption
+    assert main(["nearest", str(run_dir), "--n", "2", "--k", "3", "--network", "test-pixels", "--seed", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"png: {run_dir / 'nearest.png'}") and "(test-pixels features)" in out[0]
+    assert [ln.split(":")[0] for ln in out[2:]] == ["sample 0", "sample 1"] and out[2].count(",") == 2
+    assert main(["nearest", str(run_dir), "--network", "no-such-net"]) == 2
+    assert "no-such-net" in capsys.readouterr().err
+
+
+def test_default_feature_network_when_network_is_omitted(folder, capsys):
+    """No --network: (fashion-)mnist are judged by their domain CNN, other data by Inception; and the result is
+    the one an explicit --network gives."""
+    from ganforge.metrics.evaluate import default_network
+
+    assert default_network("mnist") == "mnist-cnn" and default_network("fashion-mnist:test") == "fashion-mnist-cnn"
+    assert default_network(str(folder)) == default_network("cifar10") == "inception-fid"
+    need_fashion_mnist()
+    args = ["eval", "--real", "fashion-mnist:test", "--fake", str(folder), "--n", "40", "--json", "--metrics", "fid"]
+    assert main(args) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main([*args, "--network", "fashion-mnist-cnn"]) == 0
+    explicit = json.loads(capsys.readouterr().out)
+    assert default["network"] == "fashion-mnist-cnn" and default["fid"] == explicit["fid"] > 0
