@@ -133,8 +133,10 @@ def test_presets_and_models_listing(capsys):
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_real_process_saves_and_exits_0(tmp_path, image_folder):
-    """A real `ganforge train` process gets SIGTERM mid-run: it checkpoints the current step and exits 0."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_a_real_process_saves_and_exits_0(tmp_path, image_folder, sig):
+    """A real `ganforge train` process gets SIGTERM or SIGINT (Ctrl-C) mid-run: it checkpoints the current step,
+    records why it stopped and exits 0 (the README's "Ctrl-C or SIGTERM save a checkpoint and exit 0")."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -146,12 +148,35 @@ def test_sigterm_to_a_real_process_saves_and_exits_0(tmp_path, image_folder):
     deadline = time.time() + 60
     while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "stopped by SIGTERM" in out
+    assert f"stopped by {sig.name}" in out and "Traceback" not in err
     ck = sorted(Path(run / "checkpoints").glob("step-*.safetensors"))
     assert len(ck) == 1 and int(ck[0].stem.split("-")[1]) >= 5
+    stop = json.loads((run / "events.jsonl").read_text().splitlines()[-1])
+    assert stop["stopped_by"] == sig.name and stop["step"] == int(ck[0].stem.split("-")[1])
+
+
+def test_nan_through_the_cli_exits_3_with_the_last_good_checkpoint(tmp_path, image_folder, capsys, monkeypatch):
+    from ganforge.training.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def poisoned(self):
+        out = real_step(self)
+        if self.step >= 13:
+            out["loss_g"] = out["loss_g"] * float("inf")
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    run = tmp_path / "run"
+    rc, out, err = run_cli(["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "train.steps=40",
+                            "--run-dir", run, "--quiet"], capsys)  # fmt: skip
+    assert rc == 3, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("ganforge: error: ")]
+    assert len(lines) == 1 and "diverged at step 13" in lines[0] and "Traceback" not in err
+    assert str(run / "checkpoints" / "step-00000010.safetensors") in lines[0]
 
 
 def test_python_dash_m_and_exit_code(tmp_path):
