@@ -139,3 +139,29 @@ def test_bad_input_exits_2(tmp_path, capsys):
     (planned / PLAN).write_text(json.dumps(plan))
     assert run("fashion_mnist_dcgan", "--images", "50", "--out", str(planned)) == 2  # another budget than planned
     assert "differs from the plan" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # four 2-step trainings, their evaluations and a report
+def test_compare_success_through_the_cli(tmp_path, common, capsys):
+    """`ganforge compare CONFIG key=value ... --run 'LABEL=CONFIG key=value' --images --seeds --eval-n`: trailing
+    overrides reach every run, a --run entry's own overrides win over them, each seed is a run, each run is
+    evaluated with --eval-n images, and the report names both configurations."""
+    out = tmp_path / "cli"
+    rc = main(["compare", "fashion_mnist_dcgan", *common, "--run", "small=fashion_mnist_dcgan model.nf=4",
+               "--images", "32", "--seeds", "0,1", "--eval-n", "24", "--network", NET, "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    plan = json.loads((out / PLAN).read_text())
+    assert set(plan["runs"]) == {"fashion_mnist_dcgan", "small"} and plan["budget"] == {"images": 32}
+    assert plan["eval_n"] == 24 and plan["network"] == NET
+    for label, nf in (("fashion_mnist_dcgan", 8), ("small", 4)):
+        for seed in (0, 1):
+            run = out / f"{label}-seed{seed}"
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            assert (cfg["seed"], cfg["model"]["nf"], cfg["train"]["batch_size"]) == (seed, nf, 16)
+            assert f"data.source={cfg['data']['source']}" in common  # the trailing override reached it
+            assert max(_mtimes(run)) == "step-00000002.safetensors"  # 32 images / batch 16
+            (line,) = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+            assert (line["source"], line["step"], line["n"], line["network"]) == ("compare", 2, 24, NET)
+    md = (out / "report.md").read_text()
+    assert (out / "report.html").is_file() and "Budget: 32 real images per run" in md
+    assert "| fashion_mnist_dcgan | 0, 1 |" in md and "| small | 0, 1 |" in md
