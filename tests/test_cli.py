@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, FMNIST_DIR, assert_png_is_grid, need_fashion_mnist, png_folder
+from conftest import FAST, FMNIST_DIR, assert_png_is_grid, attribute_data, need_fashion_mnist, png_folder
 from PIL import Image
 
 from ganforge.cli import main
@@ -224,3 +224,25 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     assert "step 2" in out
     rc, _, err = run_cli(["train", "fashion_mnist_dcgan", "--quiet", "stray"], capsys)
     assert rc == 2 and "unrecognized arguments: stray" in err
+
+
+def test_sample_attr_draws_the_attribute_conditioned_images(tmp_path, capsys):
+    """`ganforge sample --attr Smiling=1,Male=0` (the README's example): the grid is the generator's images for the
+    label vector (Smiling, Male) = (1, 0), not (0, 0) or (0, 1); a bad attribute is a one-line error."""
+    from ganforge.training.launch import train
+
+    run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=2", "model.conditional=true"], run_dir=tmp_path / "r",
+                   data=attribute_data(), quiet=True)  # fmt: skip
+    G, cfg = load_generator(run.path)
+    assert cfg["model"]["label_names"] == ["Smiling", "Male"]
+    rc, out, err = run_cli(["sample", run.path, "--n", "4", "--attr", "Smiling=1,Male=0", "--grid", tmp_path / "g.png"],
+                           capsys)  # fmt: skip
+    assert rc == 0, err
+    want = sample(G, 4, labels=torch.tensor([[1.0, 0.0]] * 4))
+    assert_png_is_grid(tmp_path / "g.png", want)
+    for other in ([0.0, 0.0], [0.0, 1.0]):
+        assert not torch.equal(want, sample(G, 4, labels=torch.tensor([other] * 4)))
+    rc, _, err = run_cli(["sample", run.path, "--attr", "Bald=1"], capsys)
+    assert_one_line_error(rc, err, "--attr 'Bald=1'", "Smiling, Male")
+    rc, _, err = run_cli(["sample", run.path, "--class", "3"], capsys)
+    assert_one_line_error(rc, err, "conditioned on attributes, not classes")
