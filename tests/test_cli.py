@@ -246,3 +246,17 @@ def test_sample_attr_draws_the_attribute_conditioned_images(tmp_path, capsys):
     assert_one_line_error(rc, err, "--attr 'Bald=1'", "Smiling, Male")
     rc, _, err = run_cli(["sample", run.path, "--class", "3"], capsys)
     assert_one_line_error(rc, err, "conditioned on attributes, not classes")
+
+
+def test_data_strict_true_turns_a_skipped_file_into_an_error(tmp_path, image_folder, capsys):
+    """`data.strict=true` as a config key: the corrupt file that a normal run skips (with a warning) is a one-line
+    error naming it, before any run folder -- also when the dataset cache was built without strict mode."""
+    args = ["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "train.steps=2", "--quiet"]
+    rc, _, err = run_cli([*args, "data.strict=true", "--run-dir", tmp_path / "s1"], capsys)
+    assert_one_line_error(rc, err, "broken.png")
+    assert not (tmp_path / "s1").exists()
+    rc, _, err = run_cli([*args, "--run-dir", tmp_path / "ok"], capsys)
+    assert rc == 0 and "broken.png" in err  # skipped with a warning; the cache now holds the 64 good images
+    rc, _, err = run_cli([*args, "data.strict=true", "--run-dir", tmp_path / "s2"], capsys)
+    assert_one_line_error(rc, err, "broken.png")
+    assert not (tmp_path / "s2").exists()
