@@ -262,3 +262,23 @@ def test_training_never_imports_tensorflow(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert list((tmp_path / "r" / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow  # two 4-step trainings: ~20-45 s on a busy machine
+def test_channels_last_changes_cpu_results_only_by_float_round_off(tmp_path, data32):
+    """`train.channels_last` (on by default) is a memory layout, not a different computation: it really is used
+    (the trainer's conv weights are channels-last), and 4 steps with and without it agree to float32 round-off.
+    Not bitwise: oneDNN sums convolutions in another order for channels-last tensors (~1e-6 relative here)."""
+    base = FAST + ["train.steps=4", "train.checkpoint_every=4", "train.tensorboard=false"]
+    tr = Trainer(config.load_config("fashion_mnist_dcgan", base), data=data32, quiet=True)
+    conv = next(p for p in tr.D.parameters() if p.dim() == 4)
+    assert tr.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    t = {}
+    for on in ("true", "false"):
+        train("fashion_mnist_dcgan", base + [f"train.channels_last={on}"], run_dir=tmp_path / on, data=data32,
+              quiet=True)  # fmt: skip
+        t[on] = load_file(str(tmp_path / on / "checkpoints" / "step-00000004.safetensors"))
+    assert t["true"].keys() == t["false"].keys()
+    for k, a in t["true"].items():
+        b = t["false"][k]
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-12), k
