@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import mnist_dir, need_fashion_mnist
 
+from ganforge.cli import main
 from ganforge.data import ImageData, load_dataset
 from ganforge.data.sources import DataWarning
 from ganforge.errors import UserError
@@ -138,6 +139,23 @@ def test_trained_weights_in_cache_are_the_fallback(tiny_data, tmp_path, monkeypa
     info = train_extractor("mnist", epochs=1, progress=False)  # default out: the cache
     assert Path(info["path"]) == trained_weights_path("mnist-cnn")
     assert build_extractor("mnist-cnn").weights_path == trained_weights_path("mnist-cnn")
+
+
+def test_cli_metrics_train_extractor(tiny_data, tmp_path, capsys):
+    """`ganforge metrics train-extractor mnist --out F --epochs 1 --seed 3`: the flags reach the trainer, the file
+    is the weights `eval --network mnist-cnn` can load, and the summary is printed; bad use is exit 2."""
+    out = tmp_path / "m.safetensors"
+    assert main(["metrics", "train-extractor", "mnist", "--out", str(out), "--epochs", "1", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    _, meta = read_weights(out, "mnist-cnn")
+    assert (meta["name"], meta["epochs"], meta["seed"], meta["train_size"], meta["test_size"]) == ("mnist-cnn", 1, 3,
+                                                                                                   192, 64)  # fmt: skip
+    assert str(out) in printed and f"{meta['accuracy']:.4g}"[:4] in printed
+    assert build_extractor("mnist-cnn", weights=out).info["seed"] == 3
+    assert main(["metrics", "train-extractor", "cifar10"]) == 2
+    assert "invalid choice: 'cifar10'" in capsys.readouterr().err
+    assert main(["metrics"]) == 2
+    assert "usage: ganforge metrics train-extractor" in capsys.readouterr().err
 
 
 def test_augmentation_keeps_shape_range_and_background():
