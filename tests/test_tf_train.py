@@ -328,3 +328,9 @@ def test_ganforge_train_backend_tensorflow(tmp_path, capsys):
     assert main(["train", "fashion_mnist_sngan", "backend=tensorflow", "--run-dir", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "mlp and dcgan" in err and not (tmp_path / "s").exists()
+    # one process only: --nproc is refused before any worker, data or folder
+    assert main(["train", "fashion_mnist_dcgan", *args, "backend=tensorflow", "--nproc", "2", "--run-dir",
+                 str(tmp_path / "n")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err == "ganforge: error: backend tensorflow trains in one process; leave out --nproc / torchrun"
+    assert not (tmp_path / "n").exists()
