@@ -216,6 +216,24 @@ def test_demo_command_is_idempotent(tmp_path, capsys):
     assert rc == 0 and "already trained" in out
 
 
+@pytest.mark.slow  # 10,000 generated images and the 60,000 real ones through the domain CNN: ~1-2 min
+def test_demo_with_evaluation_writes_grid_metrics_and_report(tmp_path, capsys):
+    """`ganforge demo` without --no-eval: after training, the real-vs-generated grid, FID/KID/IS of 10,000 images
+    with the dataset's own feature network, logged in eval.jsonl, and report.html -- each printed by path."""
+    need_fashion_mnist()
+    run = tmp_path / "demo"
+    rc, out, err = run_cli(["demo", "--run-dir", run, "--steps", "2"], capsys)
+    assert rc == 0, err
+    lines = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    line = lines[-1]  # the demo's own evaluation, after the training-time one (train.eval_every) of the final step
+    assert (line["step"], line["n"], line["network"]) == (2, 10_000, "fashion-mnist-cnn"), lines
+    assert line["fid"] > 0 and line["is"] >= 1 and "kid" in line
+    assert f"real vs generated: {run / 'compare-grid.png'}" in out and f"report:      {run / 'report.html'}" in out
+    assert Image.open(run / "compare-grid.png").width > 100
+    html = (run / "report.html").read_text()
+    assert html.lower().startswith("<!doctype html>") and "ganforge report: demo" in html
+
+
 def test_overrides_may_follow_options(tmp_path, capsys):
     png_folder(tmp_path / "imgs", 32)
     rc, out, err = run_cli(["train", "fashion_mnist_dcgan", "--run-dir", tmp_path / "r", "--quiet", *FAST,
