@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[test,tf,onnx,web]"
+	$(PIP) install -q -e ".[test,tf,onnx,web,hf]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -34,7 +34,7 @@ from ganforge.config import load_config
 backend, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cfg = load_config(sys.argv[4], [f"train.threads={threads}", "train.tensorboard=false", "train.eval_every=0"])
 if backend == "tensorflow":
-    from ganforge.tf.train import TFTrainer as Cls
+    from ganforge.tf.train.trainer import TFTrainer as Cls
 else:
     from ganforge.training.trainer import Trainer as Cls
 tr = Cls(cfg, None, quiet=True)

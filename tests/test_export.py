@@ -1,5 +1,5 @@
 """`ganforge export`: every family's exported generator (Keras, SavedModel, TFLite, ONNX) reproduces PyTorch on
-16 fixed latents within 1e-4, loads in a process where torch cannot be imported, carries its metadata, and bad
+16 fixed latents within 2e-4, loads in a process where torch cannot be imported, carries its metadata, and bad
 input is one line and exit code 2.
 
 Tiny runs (a few steps, nf 4-8, EMA decay 0.5 so G_ema and BatchNorm statistics move away from their initial
@@ -38,7 +38,7 @@ from ganforge.models import MODELS, build_generator  # noqa: E402
 from ganforge.models.sampling import sample, seed_latents  # noqa: E402
 from ganforge.tf import read_metadata  # noqa: E402
 
-TOL = 1e-4
+TOL = 2e-4  # = export.TOLERANCE
 TINY = ["train.steps=3", "train.batch_size=8", "train.ema_decay=0.5", "train.ema_kimg=null", "train.tensorboard=false",
         "train.sample_every=1000", "train.checkpoint_every=1000"]  # fmt: skip
 SG2 = ["model.nf=4", "model.nf_max=8", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2"]
@@ -235,7 +235,7 @@ def _nchw(a: np.ndarray, fmt: str) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RUNS))
 def test_parity_with_pytorch(name, exported, standalone):
-    """Keras, TFLite, ONNX Runtime (and SavedModel) outputs, loaded without torch, equal PyTorch's within 1e-4."""
+    """Keras, TFLite, ONNX Runtime (and SavedModel) outputs, loaded without torch, equal PyTorch's within 2e-4 (export.TOLERANCE)."""
     info = exported[name]
     ref = info["ref"]
     assert np.abs(ref[0] - ref[1]).max() > 10 * ref.std() * 1e-3  # different latents give different images
@@ -247,7 +247,7 @@ def test_parity_with_pytorch(name, exported, standalone):
         assert result["metadata"]["parity"]["max_abs_err"] <= TOL
     print(f"{name}: max abs error vs PyTorch: " + ", ".join(f"{k} {v:.2g}" for k, v in errors.items()))
     # a few steps leave DCGAN-style outputs small (BatchNorm's running statistics are still near their start),
-    # so the error must also be small relative to the images' spread, not only below 1e-4
+    # so the error must also be small relative to the images' spread, not only below TOL
     assert max(errors.values()) <= min(TOL, 1e-3 * float(ref.std())), (errors, float(ref.std()))
 
 
@@ -328,8 +328,8 @@ def _randomize(G: torch.nn.Module) -> None:
 @pytest.mark.parametrize("name,res", MIRROR_CASES)
 def test_keras_mirror_every_resolution(name, res):
 
-    from ganforge.tf import mirrors
-    from ganforge.tf.from_torch import numpy_weights
+    from ganforge.tf.export import mirrors
+    from ganforge.tf.export.from_torch import numpy_weights
 
     conditional = res != 32  # the conditional path at every size but 32
     nf = ["model.nf=16", "model.nf_max=16"] if name == "progan" else ["model.nf=2", "model.nf_max=8"]  # see GROW

@@ -1,8 +1,9 @@
-"""`backend: tensorflow`: the mlp and dcgan families trained with Keras 3 on TensorFlow (ganforge.tf.train).
+"""`backend: tensorflow`: the mlp and dcgan families trained with Keras 3 on TensorFlow (ganforge.tf.train.trainer).
 
 The strongest check is the checkpoint: `generate.load_generator` loads a TensorFlow run's weights into the
 torch generator, which then draws the same images as the trained Keras generator (<= 1e-4). Also: the run
-directory is complete, `ganforge sample/export` read it, resume is bitwise, the losses, gradient penalty and
+directory is complete, `ganforge sample/export` read it, the export's Keras mirror draws what the trained Keras
+generator draws (both rooms build one graph per family), resume is bitwise, the losses, gradient penalty and
 EMA match torch's on the same inputs, and unsupported configs are one-line errors.
 
 Tiny runs (nf 4-8, 32px, batch 16, a few steps) are trained once per module; TensorFlow is imported once.
@@ -38,9 +39,9 @@ from ganforge.models import build_discriminator, build_generator  # noqa: E402
 from ganforge.regularizers import gradient_penalty  # noqa: E402
 from ganforge.runs import checkpoint as ckpt  # noqa: E402
 from ganforge.runs.rundir import RunDir  # noqa: E402
-from ganforge.tf import losses as tf_losses  # noqa: E402
-from ganforge.tf.models import keras_discriminator, keras_generator, load_torch_state, torch_state  # noqa: E402
-from ganforge.tf.train import TF_LOSSES, KerasEMA, TFTrainer, check_config, ema_decay  # noqa: E402
+from ganforge.tf.train import losses as tf_losses  # noqa: E402
+from ganforge.tf.train.models import keras_discriminator, keras_generator, load_torch_state, torch_state  # noqa: E402
+from ganforge.tf.train.trainer import TF_LOSSES, KerasEMA, TFTrainer, check_config, ema_decay  # noqa: E402
 from ganforge.training.ema import EMA  # noqa: E402
 from ganforge.training.launch import train  # noqa: E402
 from ganforge.training.loop import Loop  # noqa: E402
@@ -136,9 +137,10 @@ def test_run_directory_is_complete(runs):
 @pytest.mark.parametrize("name", list(RUNS))
 @pytest.mark.parametrize("ema", [True, False])
 def test_torch_generator_loads_the_tf_weights(runs, name, ema):
-    """load_generator (the torch G every command uses) draws what the trained Keras generator draws."""
+    """load_generator (the torch G every command uses) draws what the trained Keras generator draws (with G_ema's
+    BatchNorm statistics as trained: standing statistics would recompute them)."""
     path, trainer, _ = runs[name]
-    G, cfg = load_generator(path, ema=ema)
+    G, cfg = load_generator(path, ema=ema, standing_stats=False)
     keras_G = trainer.keras_sampler if ema else trainer.G
     z = torch.randn(16, cfg["model"]["z_dim"], generator=seeded_generator(5, 0))
     labels = None
@@ -155,6 +157,31 @@ def test_torch_generator_loads_the_tf_weights(runs, name, ema):
     if ema:  # G_ema really is an average (decay 0.5), not a copy of G
         w, w_ema = torch_state(trainer.G), torch_state(trainer.ema.model)
         assert all(not np.array_equal(w[k], w_ema[k]) for k in w if k.endswith("weight"))
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_export_mirror_draws_what_the_trained_keras_generator_draws(runs, name):
+    """The two rooms build one graph per family (ganforge.tf.generators): the Keras mirror `ganforge export` builds
+    from a TensorFlow run (built-in layers, fixed weights) draws what the Keras G trained in that run draws."""
+    from ganforge.tf.export import mirrors
+    from ganforge.tf.export.from_torch import numpy_weights
+
+    path, trainer, _ = runs[name]
+    G, cfg = load_generator(path, ema=False)
+    info = {"z_dim": G.z_dim, "resolution": G.resolution, "channels": G.channels, "num_labels": G.num_labels}
+    mirror = mirrors.build(cfg["model"]["name"], numpy_weights(G), info)
+    z = tf.random.stateless_normal((16, G.z_dim), seed=(3, 0))
+    y = None
+    if G.num_labels:  # one-hot rows for classes, random multi-hot rows for attributes
+        rows = np.eye(G.num_labels)[np.arange(16) % G.num_labels] if cfg["model"]["label_kind"] == "class" else \
+            np.random.default_rng(4).integers(0, 2, (16, G.num_labels))  # fmt: skip
+        y = tf.constant(rows, tf.float32)
+    want = trainer.G(z, y, training=False).numpy()
+    got = mirror(z if y is None else [z, y]).numpy()
+    scale = np.abs(want).max()
+    assert got.shape == want.shape == (16, G.resolution, G.resolution, G.channels)
+    assert np.abs(got - want).max() <= 1e-5 * max(scale, 1e-2), (np.abs(got - want).max(), scale)
+    assert scale > 1e-4 and want.std() > 1e-2 * scale  # not zero, not flat
 
 
 def test_conditional_dcgan_follows_its_labels(runs):
@@ -250,7 +277,7 @@ def test_gradient_penalty_matches_torch():
         got = tf_losses.gradient_penalty(KD, *nhwc, tf.one_hot(labels.numpy(), 10), tf.constant(eps), training=True)
     grads = tape.gradient(got, [e.var for e in KD.entries])
     assert float(got) == pytest.approx(want.item(), rel=1e-5)
-    from ganforge.tf.models import to_torch_layout
+    from ganforge.tf.layout import to_torch_layout
 
     for e, gr in zip(KD.entries, grads, strict=True):
         ref = dict(D.named_parameters())[e.key].grad

@@ -9,30 +9,38 @@ from pathlib import Path
 from typing import Any
 
 from ganforge.generate import load_generator
-from ganforge.metrics.evaluate import default_network, evaluate_generator
+from ganforge.metrics.evaluate import check_samples_dir, default_network, evaluate_generator
 from ganforge.runs.rundir import RunDir
 
 
 def evaluate_run(
     run_dir: str | Path, *, metrics: str | list[str] = "fid,kid,is", n: int = 10000, network: str | None = None,
     ref: str | None = None, device: str = "cpu", ema: bool = True, seed: int = 0, inception_weights: str | None = None,
-    progress: bool = True, log: bool = True, n_ref: int | None = None, announce: bool = False,
+    progress: bool = True, log: bool = True, n_ref: int | None = None, announce: bool = False, resize: str = "legacy",
+    quantized: bool = True, standing_stats: bool = True, truncation_psi: float = 1.0,
+    save_samples: str | Path | None = None, **ppl: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """Metrics of `n` generated images of a run's newest checkpoint; appended to RUN_DIR/eval.jsonl.
+    """Metrics of `n` generated images of a run's newest checkpoint, with their protocol; appended to
+    RUN_DIR/eval.jsonl. `ppl` passes lpips_weights, ppl_space and ppl_sampling through.
 
     The reference is the whole source by default (`n_ref=None`: the "full" protocol of StyleGAN's
     fid50k_full), computed once and cached, so later evaluations only embed the generated images.
     """
-    G, cfg = load_generator(run_dir, ema=ema, device=device)
+    check_samples_dir(save_samples)  # before loading anything
+    G, cfg = load_generator(run_dir, ema=ema, device=device, standing_stats=standing_stats)
     if announce:
         ref_name = ref or cfg["data"]["source"]
         print(f"evaluating {n:,} samples against {ref_name} ({network or default_network(cfg['data']['source'])} "
               "features)")  # fmt: skip
-    rec = evaluate_generator(G, cfg, metrics=metrics, n=n, network=network, ref=ref, device=device, seed=seed,
-                             inception_weights=inception_weights, progress=progress, n_ref=n_ref)  # fmt: skip
     run = RunDir(Path(run_dir), tensorboard=False)
     latest = run.latest_checkpoint_path()
-    record = {"time": rec.pop("time"), "step": int(latest.stem.split("-")[1]) if latest else None, **rec, "ema": ema}
+    used_ema = getattr(G, "sampled_from", "G") == "G_ema"
+    rec = evaluate_generator(G, cfg, metrics=metrics, n=n, network=network, ref=ref, device=device, seed=seed,
+                             inception_weights=inception_weights, progress=progress, n_ref=n_ref, resize=resize,
+                             quantized=quantized, truncation_psi=truncation_psi, ema=used_ema,
+                             standing_stats=getattr(G, "standing_stats", None), save_samples=save_samples,
+                             **ppl)  # fmt: skip
+    record = {"time": rec.pop("time"), "step": int(latest.stem.split("-")[1]) if latest else None, **rec, "ema": used_ema}
     if log:
         run.log_eval(record)
     return record

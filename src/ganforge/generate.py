@@ -17,16 +17,21 @@ from ganforge.device import resolve_device
 from ganforge.errors import UserError
 from ganforge.fileio import atomic_write_file
 from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_uint8
+from ganforge.latent.project import Projection, ProjectionCancelled, project  # noqa: F401  (re-exported: generate.project)
 from ganforge.models import build_generator
 from ganforge.models.sampling import require_styles, sample, seed_latents
+from ganforge.models.standing import prepare_loaded
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.rundir import RunDir
 
 
 def load_generator(
-    run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | Path | None = None
+    run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | Path | None = None,
+    standing_stats: bool = True,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The generator of a run (G_ema when the run kept one and `ema` is true), in eval mode."""
+    """The generator of a run (G_ema when the run kept one and `ema` is true), in eval mode. G_ema with BatchNorm
+    gets standing statistics (models/standing.py) unless `standing_stats` is false; `G.sampled_from` and
+    `G.standing_stats` record what was used (None: not applicable)."""
     run = RunDir.open(Path(run_dir))
     cfg = run.read_config()
     if checkpoint is not None:
@@ -38,7 +43,10 @@ def load_generator(
     if found.meta.get("config"):
         cfg = found.meta["config"]
     G = build_generator(cfg)
-    ckpt.load_module(found.generator_prefix(ema), G, found.tensors, f" {found.path.name} ({found.describe()})")
+    prefix = found.generator_prefix(ema)
+    ckpt.load_module(prefix, G, found.tensors, f" {found.path.name} ({found.describe()})")
+    G.sampled_from = prefix  # "G_ema" or "G", for the evaluation protocol
+    G.standing_stats = prepare_loaded(G, prefix, found.meta, standing_stats)  # on the CPU: the same on any device
     return G.to(resolve_device(device)).eval(), cfg
 
 
@@ -327,6 +335,44 @@ def render_path(G: torch.nn.Module, path: LatentPath, batch_size: int = 64) -> t
     return torch.cat(out)
 
 
+def latent_walk(G: torch.nn.Module, keys: Any, steps: int = 24, *, mode: str | None = None,
+                loop: bool = False) -> tuple[Any, list[int]]:
+    """A walk through latent keyframes (a `latent.core.Latent` of K latents: projections or any latent file) as one
+    Latent per frame, and the keyframes' frame indices: z slerped (or lerped), w and w+ lerped, labels and optimised
+    noise maps lerped. A keyframe's frame is its latent exactly, so it renders as its projection did."""
+    from ganforge.latent.core import Latent
+    from ganforge.models.layers import label_vector
+
+    mode = mode or ("slerp" if keys.space == "z" else "lerp")
+    if mode not in INTERP_MODES:
+        raise UserError(f"--mode must be one of {', '.join(INTERP_MODES)}, got {mode!r}")
+    if mode == "slerp" and keys.space != "z":
+        raise UserError(f"{keys.space} is not Gaussian, so slerp has no meaning there; use --mode lerp")
+    n = len(keys)
+    pos = walk_positions(n, steps, loop)
+    labels = None if keys.labels is None else label_vector(keys.labels, int(G.num_labels)).float()
+    noise = None if keys.noise is None else [m.expand(n, *m.shape[1:]) for m in keys.noise]
+    interp = slerp if mode == "slerp" else lerp
+    frames: list[tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]] = []
+    keyframes = []
+    for f, u in enumerate(pos):
+        a = int(math.floor(u)) % n
+        b, t = (a + 1) % n, u - math.floor(u)
+        if t == 0.0:
+            keyframes.append(f)
+            frames.append((keys.values[a], None if labels is None else labels[a],
+                           None if noise is None else [m[a] for m in noise]))  # fmt: skip
+        else:
+            frames.append((interp(keys.values[a], keys.values[b], t),
+                           None if labels is None else lerp(labels[a], labels[b], t),
+                           None if noise is None else [lerp(m[a], m[b], t) for m in noise]))  # fmt: skip
+    out = Latent(torch.stack([v for v, _, _ in frames]), keys.space,
+                 None if labels is None else torch.stack([lb for _, lb, _ in frames]),  # type: ignore[misc]
+                 None if noise is None else [torch.stack([nz[j] for _, _, nz in frames])  # type: ignore[index]
+                                             for j in range(len(noise))])  # fmt: skip
+    return out, keyframes
+
+
 def interpolate(
     G: torch.nn.Module, seeds: list[int], steps: int = 24, *, space: str = "z", mode: str | None = None,
     loop: bool = False, truncation_psi: float = 1.0, labels: torch.Tensor | None = None,
@@ -415,7 +461,7 @@ def save_mp4(x: torch.Tensor, path: Path, fps: float = 12.5, upscale: int = 1) -
     return Path(path)
 
 
-def _check_suffix(path: str | Path, flag: str, suffix: str) -> Path:
+def check_suffix(path: str | Path, flag: str, suffix: str) -> Path:
     p = Path(path)
     if p.suffix.lower() != suffix:
         raise UserError(f"{flag} {p}: the file name must end in {suffix}")
@@ -428,10 +474,11 @@ def interpolate_to_files(
     attrs: str | None = None, attr_walk: str | None = None, gif: str | Path | None = None,
     grid: str | Path | None = None, out_dir: str | Path | None = None, mp4: str | Path | None = None,
     duration_ms: int = 80, upscale: int = 1, nrow: int | None = None, ema: bool = True, device: str = "cpu",
-    overwrite: bool = False,
+    overwrite: bool = False, latents: list[str | Path] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """`ganforge interpolate`: a walk of a run as a GIF, an MP4, a grid PNG and/or one PNG per frame. Every target
-    is checked before anything is generated, and none is replaced without `overwrite`."""
+    is checked before anything is generated, and none is replaced without `overwrite`. `latents`: latent files
+    (from `ganforge project`) as the keyframes instead of seeds; they carry their own space and labels."""
     if gif is None and grid is None and out_dir is None and mp4 is None:
         raise UserError("say where the walk goes: --gif FILE.gif, --grid FILE.png, --out FOLDER or --mp4 FILE.mp4")
     if not 1 <= duration_ms <= 60000:
@@ -441,15 +488,25 @@ def interpolate_to_files(
     targets = [(gif, "--gif", ".gif"), (grid, "--grid", ".png"), (mp4, "--mp4", ".mp4")]
     for p, flag, suffix in targets:
         if p is not None:
-            check_new_file(_check_suffix(p, flag, suffix), overwrite)
+            check_new_file(check_suffix(p, flag, suffix), overwrite)
     if mp4 is not None:
         _mp4_encoder()  # before the work, not after it
     G, cfg = load_generator(run_dir, ema=ema, device=device)
-    labels = walk_labels(cfg, cls, classes, attrs, attr_walk)
-    path = interpolation_path(G, seeds, steps, space=space, mode=mode, loop=loop, truncation_psi=truncation_psi,
-                              labels=labels)  # fmt: skip
-    x = render_path(G, path)
-    written: dict[str, Any] = {"frames": len(x), "keyframes": path.keyframes}
+    if latents is not None:
+        from ganforge.latent.core import render
+        from ganforge.latent.edit import load_latents
+
+        if any(v is not None for v in (cls, classes, attrs, attr_walk)) or truncation_psi != 1.0:
+            raise UserError("--latents carry their own labels and are not truncated: leave out --class, --classes, "
+                            "--attr, --attr-walk and --truncation")  # fmt: skip
+        frames, keyframes = latent_walk(G, load_latents(latents, G)[0], steps, mode=mode, loop=loop)
+        x = render(G, frames)
+    else:
+        labels = walk_labels(cfg, cls, classes, attrs, attr_walk)
+        path = interpolation_path(G, seeds, steps, space=space, mode=mode, loop=loop, truncation_psi=truncation_psi,
+                                  labels=labels)  # fmt: skip
+        x, keyframes = render_path(G, path), path.keyframes
+    written: dict[str, Any] = {"frames": len(x), "keyframes": keyframes}
     if out_dir is not None:
         written["files"] = [str(p) for p in save_images(x, Path(out_dir), prefix="frame-", overwrite=overwrite)]
     if grid is not None:

@@ -21,6 +21,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Float [-1, 1] images rounded to the 256 levels a PNG can hold, still float [-1, 1]: exactly the values
+    `to_uint8` then `u8 / 127.5 - 1` give, so metrics of generated images equal those of their saved PNGs."""
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).div(127.5).sub(1.0)
+
+
 def make_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
     """Tile N images into one HWC uint8 array, `nrow` images per row (default: square-ish)."""
     imgs = to_uint8(x)

@@ -1,4 +1,5 @@
-"""`ganforge directions` and `ganforge edit`: semantic directions of a run's latent space, and edits along them."""
+"""`ganforge project`, `ganforge directions` and `ganforge edit`: real images into a run's latent space, semantic
+directions in it, and edits along them."""
 
 from __future__ import annotations
 
@@ -98,7 +99,42 @@ def _edit(a: argparse.Namespace) -> int:
     return 0
 
 
+def _project_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run directory written by `ganforge train`")
+    p.add_argument("--target", nargs="+", required=True, metavar="IMG",
+                   help="images to project (converted as the run's training data was: crop, resize, channels)")  # fmt: skip
+    p.add_argument("--out", required=True, help="folder for <stem>.npz, <stem>.png and <stem>-compare.png per target")
+    p.add_argument("--space", choices=("z", "w", "w+"), help="latent space (default: w for style models, else z)")
+    p.add_argument("--steps", type=int, help="optimisation steps (default 100)")
+    p.add_argument("--restarts", type=int, help="starts optimised side by side; the best is kept (default 2)")
+    p.add_argument("--network", help="perceptual distance network: fashion-mnist-cnn, mnist-cnn, lpips-vgg16, "
+                                     "inception-fid or none (default: the run's domain CNN, else none)")  # fmt: skip
+    p.add_argument("--network-weights", help="a weights file for --network (lpips-vgg16 needs one)")
+    p.add_argument("--gif", action="store_true", help="also write <stem>.gif: target | reconstruction while it fits")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting points (default 0)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
+    add_conditioning(p)
+    add_overwrite(p)
+    add_device(p, default="cpu")
+
+
+def _project(a: argparse.Namespace) -> int:
+    from ganforge.latent.project import project_to_files
+
+    out = project_to_files(a.run_dir, a.target, a.out, space=a.space, steps=a.steps, restarts=a.restarts,
+                           network=a.network, network_weights=a.network_weights, cls=a.cls, attrs=a.attr, gif=a.gif,
+                           seed=a.seed, ema=not a.no_ema, device=device_name(a.device), overwrite=a.overwrite)  # fmt: skip
+    for note in out["notes"]:
+        print(f"note: {note}")
+    print(f"projected into {out['space']} (loss: pixel MSE + {out['network']} distance)")
+    for r in out["projections"]:
+        print(f"  {r['target']} -> {a.out}/{r['stem']}.npz  pixel MSE {r['pixel']:.4f}  feature {r['feature']:.4f}")
+    return 0
+
+
 COMMANDS = [
+    Command("project", "project real images into a run's latent space (GAN inversion): latents + reconstructions",
+            _project_args, _project),
     Command("directions", "find semantic directions in a run's latent space (sefa, pca, classifier)",
             _directions_args, _directions),
     Command("edit", "move seeds or projected latents along a direction (PNGs + manifest, grid, GIF)",

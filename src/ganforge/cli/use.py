@@ -13,7 +13,8 @@ MAX_STEPS = 1000
 
 def _interpolate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory written by `ganforge train`")
-    p.add_argument("--seeds", default="0,1", help="keyframe seeds, e.g. 1,7,42 (one seed holds z fixed)")
+    p.add_argument("--seeds", help="keyframe seeds, e.g. 1,7,42 (one seed holds z fixed; default 0,1)")
+    p.add_argument("--latents", help="keyframe latent files instead of seeds, e.g. a.npz,b.npz (ganforge project)")
     p.add_argument("--steps", type=int, default=24, help="frames per transition between keyframes (default 24)")
     p.add_argument("--space", choices=("z", "w"), default="z", help="z (any model) or w (style-based models)")
     p.add_argument("--mode", choices=("slerp", "lerp"),
@@ -43,8 +44,11 @@ def _interpolate(a: argparse.Namespace) -> int:
     classes = None if a.classes is None else [c.strip() for c in a.classes.split(",") if c.strip()]
     if classes is not None and not classes:
         raise UserError(f"--classes takes comma-separated class names or indices, e.g. 0,3,7; got {a.classes!r}")
+    if a.latents is not None and (a.seeds is not None or a.space != "z"):
+        raise UserError("--latents are the keyframes, in their own space: leave out --seeds and --space")
+    latents = None if a.latents is None else [t.strip() for t in a.latents.split(",") if t.strip()]
     out = interpolate_to_files(
-        a.run_dir, parse_seeds(a.seeds, "--seeds"), a.steps, space=a.space, mode=a.mode, loop=a.loop,
+        a.run_dir, parse_seeds(a.seeds or "0,1", "--seeds"), a.steps, latents=latents, space=a.space, mode=a.mode, loop=a.loop,
         truncation_psi=parse_psi(a.truncation), cls=a.cls, classes=classes, attrs=a.attr, attr_walk=a.attr_walk,
         gif=a.gif, grid=a.grid, out_dir=a.out, mp4=a.mp4, duration_ms=a.duration, upscale=a.upscale, nrow=a.nrow,
         ema=not a.no_ema, device=device_name(a.device), overwrite=a.overwrite,

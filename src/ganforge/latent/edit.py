@@ -152,7 +152,7 @@ def edit_to_files(
     import json
 
     from ganforge.fileio import atomic_write_bytes
-    from ganforge.generate import _check_suffix, load_generator, make_labels, save_gif
+    from ganforge.generate import check_suffix, load_generator, make_labels, save_gif
     from ganforge.images import check_new_file, save_grid, save_png, to_uint8
 
     if (seeds is None) == (latents is None):
@@ -167,7 +167,7 @@ def edit_to_files(
     path, name = split_direction(direction)
     for p, flag, suffix in [(grid, "--grid", ".png"), (gif, "--gif", ".gif")]:
         if p is not None:
-            check_new_file(_check_suffix(p, flag, suffix), overwrite)
+            check_new_file(check_suffix(p, flag, suffix), overwrite)
     G, cfg = load_generator(run_dir, ema=ema, device=device)
     dirs = Directions.load(path, G)
     k = dirs.index(name)

@@ -10,6 +10,7 @@ precision_recall(real["features"], fake["features"])             # (precision, r
 from ganforge.metrics.domain import DomainCNN as DomainCNN  # registers mnist-cnn and fashion-mnist-cnn
 from ganforge.metrics.features import EXTRACTORS, FeatureExtractor, build_extractor, extract, prepare
 from ganforge.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
+from ganforge.metrics.hf import HFViT as HFViT  # registers dinov2-vit and clip-vit-b32 (transformers on first use)
 from ganforge.metrics.inception import InceptionV3FID, inception_weights_path, load_inception_weights
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kernel_inception_distance

@@ -1,9 +1,13 @@
 """Evaluation as users run it: generate (or load) images, extract features, compare with cached
 reference statistics, and log the result in the run.
 
-Reference features are cached under <cache>/stats/, keyed by (source, split, network + its weights,
-resolution, channels, count, seed), so a second evaluation against the same reference only has to
-embed the generated images.
+One path for every image: generated images are rounded to 8 bits by default (`images.quantize`, as StyleGAN's
+metrics and torch-fidelity do), so a run's FID equals the FID of the PNGs it would write (`--save-samples`); folders
+are read at their own size and resized once, straight to the network's input, by the extractor's `resize` mode.
+Every result carries its `protocol` (metrics/protocol.py). Reference features are cached under <cache>/stats/,
+keyed by the reference side of the protocol (source + split, network + weights, resize, resolution, channels,
+count, seed), so a second evaluation only has to embed the generated images and a changed protocol never reuses
+a stale reference.
 """
 
 from __future__ import annotations
@@ -12,24 +16,29 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ganforge.data import load_dataset, parse_spec
+from ganforge.data import dataset_info, load_dataset, parse_spec
 from ganforge.data.paths import cache_root
 from ganforge.errors import UserError
 from ganforge.fileio import atomic_write_file
+from ganforge.images import quantize, save_images
 from ganforge.metrics.domain import DOMAIN_DATASETS
 from ganforge.metrics.features import FeatureExtractor, build_extractor, extract
 from ganforge.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
+from ganforge.metrics.fid_inf import fid_infinity
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kernel_inception_distance
+from ganforge.metrics.ppl import perceptual_path_length
 from ganforge.metrics.precision_recall import precision_recall
+from ganforge.metrics.protocol import Protocol, n_warnings
 
-ALL_METRICS = ("fid", "kid", "is", "pr")
-STATS_FORMAT = 2  # 2: mean and covariance stored next to the features
+ALL_METRICS = ("fid", "kid", "is", "pr", "fid_inf", "ppl")
+STATS_FORMAT = 3  # 2: mean and covariance stored next to the features; 3: keyed by the resize mode too
 # Domain networks that ganforge ships: offline, and the honest feature space for gray 28x28 data.
 DOMAIN_NETWORKS = {dataset: net for net, dataset in DOMAIN_DATASETS.items()}
 
@@ -48,14 +57,19 @@ def parse_metrics(text: str | list[str] | tuple[str, ...]) -> list[str]:
     return names
 
 
-def _weights_id(net: FeatureExtractor) -> str:
-    """A fingerprint of the network's weights, so a retrained network never reuses stale statistics."""
+def weights_id(net: FeatureExtractor) -> str:
+    """A fingerprint of the network's weights, so a retrained network never reuses stale statistics (computed once
+    per network object: its weights never change)."""
+    cached = getattr(net, "_weights_id", None)
+    if cached is not None:
+        return cached
     h = hashlib.sha256(net.name.encode())
     for k, v in net.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes()[:4096])
         h.update(str(float(v.float().sum())).encode())
-    return h.hexdigest()[:16]
+    net._weights_id = h.hexdigest()[:16]
+    return net._weights_id
 
 
 def subset_indices(n_total: int, n: int, seed: int) -> np.ndarray:
@@ -79,10 +93,11 @@ def reference_features(
     """Features of (a seeded subset of) a data source; returns (features, came_from_cache)."""
     data = load_dataset(spec, resolution, channels, data_dir=data_dir)
     count = len(data.images) if n is None else min(n, len(data.images))
-    key_src = json.dumps([STATS_FORMAT, data.spec, net.name, _weights_id(net), resolution, channels, count, seed])
+    key_src = json.dumps([STATS_FORMAT, data.spec, net.name, weights_id(net), net.resize, resolution, channels, count,
+                          seed])  # fmt: skip
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in data.spec)[-40:]
-    path = cache_root() / "stats" / f"{slug}-{net.name}-{resolution}px-{count}-{key}.npz"
+    path = cache_root() / "stats" / f"{slug}-{net.name}-{net.resize}-{resolution}px-{count}-{key}.npz"
     if cache and path.is_file():
         try:
             with np.load(path) as z:
@@ -122,6 +137,8 @@ def compute_metrics(
         out["is"], out["is_std"] = inception_score(fake["logits"], splits=min(10, len(fake["logits"])))
     if "pr" in metrics:
         out["precision"], out["recall"] = precision_recall(real["features"], fake["features"], k=k)
+    if "fid_inf" in metrics:
+        out["fid_inf"], out["fid_inf_slope"] = fid_infinity(*_gaussian(real), fake["features"])
     return {key: float(v) for key, v in out.items()}
 
 
@@ -129,7 +146,12 @@ def _gaussian(feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return (feats["mu"], feats["sigma"]) if "mu" in feats else gaussian_stats(feats["features"])
 
 
-def generated_batches(G: torch.nn.Module, n: int, seed: int, batch_size: int = 250) -> Iterator[torch.Tensor]:
+def generated_batches(
+    G: torch.nn.Module, n: int, seed: int, batch_size: int = 250, *, quantized: bool = True,
+    truncation_psi: float = 1.0, save_dir: Path | None = None,
+) -> Iterator[torch.Tensor]:  # fmt: skip
+    """n images of G in blocks, rounded to 8 bits unless `quantized` is false; with `save_dir`, each block is also
+    written there as PNGs (000000.png, ...): exactly the images that are scored."""
     from ganforge.models.inference import inference_copy
     from ganforge.models.sampling import sample
 
@@ -137,58 +159,122 @@ def generated_batches(G: torch.nn.Module, n: int, seed: int, batch_size: int = 2
     for i in range(0, n, batch_size):
         # seeds per block keep the images the same whatever the block size
         with torch.inference_mode():  # no autograd bookkeeping; only features are taken from these
-            x = sample(G, min(batch_size, n - i), seed=seed * 1_000_003 + i // batch_size)
+            x = sample(G, min(batch_size, n - i), seed=seed * 1_000_003 + i // batch_size, truncation_psi=truncation_psi)
+        if quantized:
+            x = quantize(x)
+        if save_dir is not None:
+            save_images(x, save_dir, start=i)
         yield x
+
+
+def check_samples_dir(path: str | Path | None) -> Path | None:
+    """--save-samples must be a new or empty folder: evaluation never mixes its images with others."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise UserError(f"--save-samples {p} must be a new or empty folder")
+    return p
+
+
+def _ppl(G: torch.nn.Module, net: FeatureExtractor, n: int, *, space: str | None, sampling: str, seed: int,
+         device: str, lpips_weights: str | None) -> float:  # fmt: skip
+    """PPL with LPIPS-VGG16 when its weights are given, else with the run's feature network."""
+    from ganforge.metrics.features import full_float32
+    from ganforge.metrics.lpips import load_lpips
+    from ganforge.metrics.ppl import feature_distance
+
+    styled = hasattr(G, "mapping") and hasattr(G, "synthesis")
+    dist = load_lpips(lpips_weights).to(device) if lpips_weights else feature_distance(net.to(device).eval())
+    with full_float32():
+        return perceptual_path_length(G.eval(), dist, n, space=space or ("w" if styled else "z"), sampling=sampling,
+                                      seed=seed)  # fmt: skip
 
 
 def evaluate_generator(
     G: torch.nn.Module, cfg: dict[str, Any], *, metrics: str | list[str] = "fid,kid,is", n: int = 10000,
     network: str | FeatureExtractor | None = None, ref: str | None = None, device: str = "cpu", seed: int = 0,
-    inception_weights: str | None = None, progress: bool = True, n_ref: int | None = None,
+    inception_weights: str | None = None, progress: bool = True, n_ref: int | None = None, resize: str = "legacy",
+    quantized: bool = True, truncation_psi: float = 1.0, ema: bool | None = None, standing_stats: bool | None = None,
+    save_samples: str | Path | None = None, lpips_weights: str | None = None, ppl_space: str | None = None,
+    ppl_sampling: str = "end",
 ) -> dict[str, Any]:  # fmt: skip
     """Metrics of `n` images of generator G (trained with config `cfg`) against a reference source (default:
-    its training data), as a record for eval.jsonl. The function behind `ganforge eval` and FID during
-    training; `network` may be a built extractor, so a trainer builds it once."""
+    its training data), as a record for eval.jsonl with its `protocol`. The function behind `ganforge eval` and
+    FID during training; `network` may be a built extractor (its own resize mode), so a trainer builds it once.
+    `ema` and `standing_stats` only describe G for the protocol (the caller prepared G)."""
     names = parse_metrics(metrics)
     if n < 2:
         raise UserError(f"--n must be at least 2 images, got {n}")
+    save_dir = check_samples_dir(save_samples)
     d = cfg["data"]
     ref = ref or d["source"]
     net = network if isinstance(network, FeatureExtractor) else build_network(network or default_network(d["source"]),
-                                                                             inception_weights)  # fmt: skip
+                                                                             inception_weights, resize)  # fmt: skip
     t0 = time.perf_counter()
     real, cached = reference_features(ref, net, resolution=d["resolution"], channels=d["channels"], n=n_ref,
                                       data_dir=d["data_dir"], seed=seed, device=device, progress=progress)  # fmt: skip
-    fake = extract(net, generated_batches(G, n, seed + 1), device=device, progress=progress, total=n)
-    result = compute_metrics(real, fake, names)
+    result: dict[str, float] = {}
+    if set(names) - {"ppl"} or save_dir is not None:
+        batches = generated_batches(G, n, seed + 1, quantized=quantized, truncation_psi=truncation_psi,
+                                    save_dir=save_dir)  # fmt: skip
+        fake = extract(net, batches, device=device, progress=progress, total=n)
+        result = compute_metrics(real, fake, [m for m in names if m != "ppl"])
+    if "ppl" in names:
+        result["ppl"] = _ppl(G, net, n, space=ppl_space, sampling=ppl_sampling, seed=seed, device=device,
+                             lpips_weights=lpips_weights)  # fmt: skip
+    protocol = Protocol(net.name, weights_id(net), n, int(len(real["features"])), _spec_name(ref), net.resize,
+                        quantized, seed, truncation_psi, ema, standing_stats)  # fmt: skip
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "network": net.name, "n": n,
             "n_ref": int(len(real["features"])), "ref": ref, "ref_cached": cached,
-            "seconds": round(time.perf_counter() - t0, 2), **result}  # fmt: skip
+            "seconds": round(time.perf_counter() - t0, 2), **result, "protocol": protocol.as_dict(),
+            "warnings": n_warnings([protocol])}  # fmt: skip
+
+
+def _spec_name(spec: str) -> str:
+    """A source with its split spelled out ("fashion-mnist" -> "fashion-mnist:train"); paths as given."""
+    kind, path, split = parse_spec(spec)
+    return f"{kind}:{split}" if path is None and split else spec
+
+
+def native_resolution(spec: str, data_dir: str | None = None) -> int | None:
+    """The side images of a source have on disk (the shorter side: sources centre-crop to a square), or None when
+    their sizes differ."""
+    shape = dataset_info(spec, data_dir).get("shape")
+    return int(min(shape[0], shape[1])) if shape else None
 
 
 def evaluate_sources(
     real: str, fake: str, *, metrics: str | list[str] = "fid,kid", n: int | None = None, network: str | None = None,
     resolution: int | None = None, channels: int | None = None, device: str = "cpu", seed: int = 0,
-    inception_weights: str | None = None, data_dir: str | None = None, progress: bool = True,
+    inception_weights: str | None = None, data_dir: str | None = None, progress: bool = True, resize: str = "legacy",
 ) -> dict[str, Any]:  # fmt: skip
-    """Metrics between any two image sources (folders, zips, dataset specs), like pytorch-fid's CLI."""
+    """Metrics between any two image sources (folders, zips, dataset specs), like pytorch-fid's CLI: each side is
+    read at its own size (unless `resolution` is given) and resized once, by the network, to its input size."""
     names = parse_metrics(metrics)
+    if "ppl" in names:
+        raise UserError("ppl needs a generator: evaluate a run (ganforge eval RUN_DIR --metrics ppl)")
     net_name = network or default_network(real)
-    net = build_network(net_name, inception_weights)
-    res = resolution or min(int(net.input_size), 128)
+    net = build_network(net_name, inception_weights, resize)
     ch = channels or int(net.channels)
     t0 = time.perf_counter()
-    fr, cached = reference_features(real, net, resolution=res, channels=ch, n=n, data_dir=data_dir, seed=seed,
-                                    device=device, progress=progress)  # fmt: skip
-    ff, _ = reference_features(fake, net, resolution=res, channels=ch, n=n, seed=seed, device=device,
-                               progress=progress, cache=False)  # fmt: skip
+    sides = []
+    for spec, cache in ((real, True), (fake, False)):
+        res = resolution or native_resolution(spec, data_dir if cache else None) or int(net.input_size)
+        feats, cached = reference_features(spec, net, resolution=res, channels=ch, n=n, seed=seed, device=device,
+                                           data_dir=data_dir if cache else None, progress=progress, cache=cache)  # fmt: skip
+        sides.append((feats, cached, res))
+    (fr, cached, res_real), (ff, _, res_fake) = sides
     result = compute_metrics(fr, ff, names)
+    protocol = Protocol(net.name, weights_id(net), int(len(ff["features"])), int(len(fr["features"])),
+                        _spec_name(real), net.resize, True, seed)  # fmt: skip
     return {"network": net_name, "n_real": int(len(fr["features"])), "n_fake": int(len(ff["features"])),
-            "resolution": res, "ref_cached": cached, "seconds": round(time.perf_counter() - t0, 2), **result}  # fmt: skip
+            "resolution": res_real, "resolution_fake": res_fake, "ref_cached": cached,
+            "seconds": round(time.perf_counter() - t0, 2), **result, "protocol": protocol.as_dict(),
+            "warnings": n_warnings([protocol])}  # fmt: skip
 
 
-def build_network(name: str, inception_weights: str | None = None) -> FeatureExtractor:
-    """A feature network by name; Inception takes an optional local weights file."""
-    if name == "inception-fid":
-        return build_extractor(name, weights=inception_weights)
-    return build_extractor(name)
+def build_network(name: str, weights: str | None = None, resize: str = "legacy") -> FeatureExtractor:
+    """A feature network by name, with an optional local weights file (or folder, for the Hugging Face networks)
+    and the resize mode of its inputs."""
+    return build_extractor(name, resize, weights=weights) if weights else build_extractor(name, resize)

@@ -20,6 +20,11 @@ from tqdm import tqdm
 from ganforge.errors import UserError
 from ganforge.registry import Registry
 
+# How images reach the network's input size: "legacy" is pytorch-fid's bilinear interpolation (align_corners=False, no
+# antialiasing) from the images' own size, what published Inception FIDs use; "clean" is clean-fid's antialiased
+# bicubic (PIL's filter) on float images (Parmar et al. 2022), which aliases less when downsampling.
+RESIZE_MODES = ("legacy", "clean")
+
 # ITU-R BT.601 luma, the weights PIL's convert("L") uses, so gray features match gray-converted datasets.
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -34,6 +39,7 @@ class FeatureExtractor(nn.Module):
     value_range: tuple[float, float] = (-1.0, 1.0)
     feature_dim: int = 0
     num_classes: int | None = None
+    resize: str = "legacy"  # one of RESIZE_MODES; set per instance by build_extractor
 
     def embed(self, x: Tensor) -> dict[str, Tensor]:
         """{"features": (N, feature_dim)} and optionally {"logits": (N, num_classes)} of a prepared batch."""
@@ -47,9 +53,13 @@ FeatureFactory = Callable[..., FeatureExtractor]
 EXTRACTORS: Registry[FeatureFactory] = Registry("feature network")
 
 
-def build_extractor(name: str, **kwargs: object) -> FeatureExtractor:
-    """The registered feature network `name`, in eval mode with gradients off (it is only ever evaluated)."""
+def build_extractor(name: str, resize: str = "legacy", **kwargs: object) -> FeatureExtractor:
+    """The registered feature network `name`, in eval mode with gradients off (it is only ever evaluated), resizing
+    its inputs the `resize` way (RESIZE_MODES)."""
+    if resize not in RESIZE_MODES:
+        raise UserError(f"--resize {resize!r}: choose one of {', '.join(RESIZE_MODES)}")
     model = EXTRACTORS.get(name)(**kwargs)
+    model.resize = resize
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
@@ -58,9 +68,10 @@ def build_extractor(name: str, **kwargs: object) -> FeatureExtractor:
 def prepare(x: Tensor, extractor: FeatureExtractor) -> Tensor:
     """Convert an NCHW batch in [-1, 1] (float; uint8 [0, 255] also accepted) to the extractor's input.
 
-    Channels first (gray -> RGB by repetition, RGB -> gray by BT.601 luma), then a bilinear resize to
-    input_size (align_corners=False, no antialiasing, in float32, as pytorch-fid does), then the affine map
-    of [-1, 1] onto value_range. Bilinear resizing commutes with affine maps, so the order does not matter.
+    Channels first (gray -> RGB by repetition, RGB -> gray by BT.601 luma), then one resize straight to input_size
+    in float32 (the extractor's `resize`: "legacy" bilinear as pytorch-fid, "clean" antialiased bicubic as
+    clean-fid, clipped to the value range like clean-fid clips to [0, 255]), then the affine map of [-1, 1] onto
+    value_range. Both filters are linear, so they commute with that affine map.
     """
     if not isinstance(x, Tensor) or x.ndim != 4:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -83,7 +94,10 @@ def prepare(x: Tensor, extractor: FeatureExtractor) -> Tensor:
         )
     size = int(extractor.input_size)
     if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        if getattr(extractor, "resize", "legacy") == "clean":
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+        else:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     lo, hi = (float(v) for v in extractor.value_range)
     if (lo, hi) != (-1.0, 1.0):
         x = lo + (x + 1.0) * ((hi - lo) / 2.0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ganforge.metrics.protocol import n_warnings, protocol_of
 from ganforge.report import plots
 from ganforge.report.facts import RunFacts, flatten
 from ganforge.report.findings import DROPPED, METRICS, best_values, fmt, groups, memorization_ratio
@@ -151,6 +152,31 @@ def coverage_tables(facts: list[RunFacts]) -> list[tuple[list[str], list[list[An
     return out
 
 
+def protocol_tables(facts: list[RunFacts]) -> list[tuple[list[RunFacts], list[str]]]:
+    """Runs split by evaluation protocol (metrics/protocol.py; seed and n aside): one metric table each, with the lines
+    that go above it (its protocol, small-n and different-n warnings, and a loud note when there are several)."""
+    groups: dict[str, list[RunFacts]] = {}
+    for f in facts:
+        p = protocol_of(f.metrics or {})
+        groups.setdefault("" if p is None else p.comparable_key(), []).append(f)
+    out = []
+    for key, runs in groups.items():
+        protos = [p for p in (protocol_of(f.metrics or {}) for f in runs) if p is not None]
+        if key:
+            lines = [f"Protocol: {protos[0].describe()}."]
+        elif any(f.metrics for f in runs):
+            lines = ["Protocol: not recorded (evaluated before ganforge recorded protocols)."]
+        else:
+            lines = ["No metrics."]
+        if len(groups) > 1:
+            lines.insert(0, f"NOT COMPARABLE with the other {len(groups) - 1} table(s): these runs were evaluated "
+                            "with another protocol (network, weights, reference, resize, quantisation, truncation, "
+                            "EMA or standing statistics differ).")  # fmt: skip
+        lines += [f"Warning: {w}." for w in n_warnings(protos)]
+        out.append((runs, lines))
+    return out
+
+
 def measurement_caption(facts: list[RunFacts]) -> str:
     nets = sorted({f.network for f in facts if f.metrics})
     n = sorted({int(f.metrics["n"]) for f in facts if f.metrics and isinstance(f.metrics.get("n"), int)})
@@ -196,8 +222,10 @@ def to_html(r: Report) -> str:
            f"<p class=\"meta\">Written {_e(r.written)} in {r.seconds:.0f} s; {len(facts)} run(s): "
            f"{_e(', '.join(f.label for f in facts))}.</p>"]  # fmt: skip
     out.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_e(x)}</li>" for x in r.findings) + "</ul>")
-    head, rows = metric_rows(facts)
-    out.append(f"<h2>Metrics</h2><p>{_e(measurement_caption(facts))}</p>{_table(head, rows, 2)}")
+    out.append(f"<h2>Metrics</h2><p>{_e(measurement_caption(facts))}</p>")
+    for runs, lines in protocol_tables(facts):
+        head, rows = metric_rows(runs)
+        out.append("".join(f"<p class=\"protocol\">{_e(x)}</p>" for x in lines) + _table(head, rows, 2))
     g = group_rows(facts)
     if g:
         out.append("<h3>Mean ± standard deviation over seeds</h3>" + _table(*g, left=2))
@@ -286,7 +314,8 @@ def to_markdown(r: Report, base: Path) -> str:
     out = [f"# {r.title}", "", f"Written {r.written}; {len(facts)} run(s). Plots are in the HTML report.", "",
            "## Findings", ""]  # fmt: skip
     out += [f"- {x}" for x in r.findings] + ["", "## Metrics", "", measurement_caption(facts), ""]
-    out += _md_table(*metric_rows(facts))
+    for runs, lines in protocol_tables(facts):
+        out += [*lines, ""] + _md_table(*metric_rows(runs))
     g = group_rows(facts)
     if g:
         out += ["Mean ± standard deviation over seeds:", ""] + _md_table(*g)

@@ -1,5 +1,10 @@
-"""TensorFlow/Keras side of ganforge: Keras 3 mirrors of the generators (`mirrors`), built from weights that
-`from_torch` reads off a torch generator, and the few names an exported artefact's reader needs.
+"""TensorFlow/Keras side of ganforge, in two rooms over a small shared floor:
+- `export/`: a trained torch generator as Keras 3 mirrors (`export.mirrors`, from the weights `export.from_torch`
+  reads off it), for `ganforge export`'s .keras / SavedModel / TFLite files;
+- `train/`: the `backend: tensorflow` trainer, its trainable Keras G/D and losses;
+- shared: `layout` (layer names, torch <-> Keras weight layouts) and `generators` (the one Keras graph of each
+  family both rooms build: mlp, dcgan);
+- here: the few names an exported artefact's reader needs.
 
 This package file imports neither torch nor TensorFlow, so `from ganforge.tf import read_metadata` works in
 a TensorFlow-only (or ONNX-only) environment. The artefacts themselves need no ganforge at all:

@@ -25,7 +25,7 @@ from ganforge.training.distributed import Dist
 from ganforge.training.loop import Backend, Loop
 
 # the trainer of each `backend`, found by module name (ganforge.tf sits above training/ in the layering)
-TRAINERS = {"torch": ("ganforge.training.trainer", "Trainer"), "tensorflow": ("ganforge.tf.train", "TFTrainer")}
+TRAINERS = {"torch": ("ganforge.training.trainer", "Trainer"), "tensorflow": ("ganforge.tf.train.trainer", "TFTrainer")}
 
 
 def trainer_class(cfg: dict[str, Any]) -> type[Backend]:

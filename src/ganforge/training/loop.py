@@ -1,4 +1,4 @@
-"""The training loop, shared by every backend. A backend (training/trainer.py: torch; tf/train.py: Keras) does
+"""The training loop, shared by every backend. A backend (training/trainer.py: torch; tf/train/trainer.py: Keras) does
 the step and knows its tensors; the loop owns everything around it:
 
 - the counters (step, D updates, images seen, training seconds), written into every checkpoint here, once;
@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ganforge.config import train_view
 from ganforge.errors import DistributedFailure, TrainingDiverged, warn
 from ganforge.images import make_grid, save_png
+from ganforge.models import standing
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.events import Event, Stop
 from ganforge.runs.rundir import RunDir
@@ -139,6 +140,8 @@ class Loop:
         self.stop: Stop | None = None
         self._pending: Stop | None = None  # a stop this process saw, not yet agreed by all (several processes)
         self._evaluator: Any = None  # the feature network, built on first use; False once evaluation failed
+        self._standing: tuple[int, torch.nn.Module | None] | None = None  # (step, G_ema with standing statistics)
+        self._untimed = 0.0  # seconds of standing statistics since the last accounting: sampling work, not training
 
     # --- run-folder side effects ---------------------------------------------------------------------------
     def warn(self, msg: str) -> None:
@@ -167,9 +170,31 @@ class Loop:
             self.warn(f"step {self.c.step}: samples from different noise are nearly identical "
                       f"(mean per-pixel std {spread:.4f}): the generator may have collapsed")  # fmt: skip
 
+    def standing_sampler(self) -> torch.nn.Module | None:
+        """A copy of G_ema with standing BatchNorm statistics (models/standing.py), what evaluation scores and the
+        checkpoint stores; None without EMA or BatchNorm. Computed once per step."""
+        if self._standing is None or self._standing[0] != self.c.step:
+            G, t0 = None, time.perf_counter()
+            if self.b.has_ema and standing.batchnorms(self.b.sampler):
+                import copy
+
+                G = copy.deepcopy(self.b.sampler)
+                standing.apply_standing_stats(G)
+            self._standing = (self.c.step, G)
+            self._untimed += time.perf_counter() - t0
+        return self._standing[1]
+
     def checkpoint_state(self, ranks: list[dict[str, Any]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
         tensors, meta = self.b.state(ranks)
-        return tensors, {**meta, **self.c.meta(), "config": self.cfg, "losses": self.last, "world_size": self.dist.world}
+        meta = {**meta, **self.c.meta(), "config": self.cfg, "losses": self.last, "world_size": self.dist.world}
+        # torch backend only: a TensorFlow checkpoint stays what the Keras G_ema holds (load_generator computes the
+        # same standing statistics on load)
+        G = self.standing_sampler() if self.cfg.get("backend", "torch") == "torch" else None
+        own = None if G is None else ckpt.module_tensors("G_ema", G)
+        if own is not None and own.keys() <= tensors.keys():  # G_ema saved by this backend under that name
+            tensors.update(own)  # sampling a checkpoint is then reproducible without recomputing anything
+            meta[standing.META_KEY] = standing.settings()
+        return tensors, meta
 
     def save_checkpoint(self) -> bool:
         """Write a checkpoint; on a full disk keep the previous one intact, warn, and continue or stop.
@@ -213,8 +238,10 @@ class Loop:
         try:
             if self._evaluator is None:
                 self._evaluator = build_network(t.eval_network or default_network(self.cfg["data"]["source"]))
-            rec = evaluate_generator(self.b.sampler, self.cfg, metrics=t.eval_metrics, n=t.eval_n,
-                                     network=self._evaluator, device=str(self.b.device), progress=False)  # fmt: skip
+            G = self.standing_sampler()
+            rec = evaluate_generator(self.b.sampler if G is None else G, self.cfg, metrics=t.eval_metrics, n=t.eval_n,
+                                     network=self._evaluator, device=str(self.b.device), progress=False,
+                                     ema=self.b.has_ema, standing_stats=None if G is None else True)  # fmt: skip
         except UserError as e:
             self._evaluator = False
             self.warn(f"evaluation during training is off for this run: {e}")
@@ -316,9 +343,11 @@ class Loop:
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
                     self.save_checkpoint()
                 now = time.perf_counter()
-                self.c.train_seconds += now - mark
+                self.c.train_seconds += now - mark - self._untimed  # standing statistics are not training
+                self._untimed = 0.0
                 if t.eval_every and (step % t.eval_every == 0 or step == total):
                     self.evaluate()
+                    self._untimed = 0.0  # evaluation is not counted anyway
                     tic += time.perf_counter() - now  # img/s measures training only
                 mark = time.perf_counter()
         finally:

@@ -1,6 +1,6 @@
 """The local web playground (`ganforge serve`): a Starlette app over `ganforge.generate` and one static page.
 
-Starlette alone, not FastAPI or Gradio: the app is five routes and one HTML/JS/CSS page shipped in the package,
+Starlette alone, not FastAPI or Gradio: the app is a dozen routes and one HTML/JS/CSS page shipped in the package,
 so it works offline, loads nothing from other hosts and adds two small dependencies (the `web` extra).
 """
 

@@ -1,4 +1,5 @@
-"""HTTP for the playground: one static page, a list of runs, and three POST endpoints that return PNGs.
+"""HTTP for the playground: one static page, a list of runs, and three POST endpoints that return PNGs (the
+latent tools' routes, directions, edits and projections, live in `latent.py`; shared request helpers in `api.py`).
 
 Every request is checked before any work: a JSON object body of at most `LIMITS["max_body_bytes"]`, known
 fields only, numbers in range. Refusals are JSON `{"error": "..."}` with a 4xx status (400 malformed, 404 unknown
@@ -9,12 +10,9 @@ loop keeps answering while a grid renders; each run's generator is used by one r
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,29 +27,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ganforge.errors import UserError, warn
+from ganforge.web.api import LABEL_FIELDS, LIMITS, ApiError, Fields, error, read_json, run_of
+from ganforge.web.latent import LatentTools
 from ganforge.web.runs import ServedRun, load_runs
 
 STATIC = Path(__file__).parent / "static"
-LIMITS: dict[str, Any] = {
-    "max_images": 64,  # one grid
-    "max_mix_seeds": 8,  # rows and columns of a style-mixing grid, each
-    "max_seed": 2**32 - 1,
-    "psi_min": -1.0,
-    "psi_max": 2.0,
-    "max_body_bytes": 4096,
-    "max_attrs": 64,
-}
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 # the page needs nothing from anywhere else; images are blob: URLs made from fetched PNGs
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")  # fmt: skip
 HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer", "content-security-policy": CSP}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 class SecurityHeaders:
@@ -76,91 +61,6 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers={"cache-control": "no-store"})
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-    """The body as a JSON object, read at most max_body_bytes + 1 bytes far (a client cannot make us buffer more)."""
-    most = LIMITS["max_body_bytes"]
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise ApiError(415, "send the request body as JSON with Content-Type: application/json")
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > most):
-        raise ApiError(413, f"request body too large: at most {most} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > most:
-            raise ApiError(413, f"request body too large: at most {most} bytes")
-
-    def no_constants(name: str) -> None:
-        raise ValueError(f"{name} is not a JSON number")
-
-    try:
-        data = json.loads(bytes(body), parse_constant=no_constants)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"malformed JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, 'the request body must be a JSON object, e.g. {"seed": 1}')
-    return data
-
-
-class Fields:
-    """Typed, range-checked access to a request's fields; unknown fields are refused (a typo is not ignored)."""
-
-    def __init__(self, data: dict[str, Any], allowed: set[str]) -> None:
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ApiError(
-                422, f"unknown field(s) {', '.join(unknown)}; this endpoint takes {', '.join(sorted(allowed))}"
-            )
-        self.data = data
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        v = self.data.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ApiError(422, f"{name} must be an integer from {lo} to {hi}, got {json.dumps(v)}")
-        return v
-
-    def number(self, name: str, default: float, lo: float, hi: float) -> float:
-        v = self.data.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-            raise ApiError(422, f"{name} must be a number from {lo:g} to {hi:g}, got {json.dumps(v)}")
-        return float(v)
-
-    def seeds(self, name: str, default: list[int], lo: int, hi: int) -> list[int]:
-        v = self.data.get(name, default)
-        top = LIMITS["max_seed"]
-        ok = isinstance(v, list) and lo <= len(v) <= hi
-        if not ok or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= top for s in v):
-            raise ApiError(422, f"{name} must be a list of {lo} to {hi} integer seeds from 0 to {top}")
-        return list(v)
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        v = self.data.get(name, default)
-        if v not in choices:
-            raise ApiError(422, f"{name} must be one of {', '.join(choices)}, got {json.dumps(v)}")
-        return str(v)
-
-    def label(self) -> tuple[str | None, list[str] | None]:
-        """`class` (a name or an index) and `attrs` (names of the attributes that are on)."""
-        cls, attrs = self.data.get("class"), self.data.get("attrs")
-        if cls is not None and (isinstance(cls, bool) or not isinstance(cls, (str, int)) or len(str(cls)) > 100):
-            raise ApiError(422, "class must be a class name or index")
-        ok = attrs is None or (isinstance(attrs, list) and len(attrs) <= LIMITS["max_attrs"])
-        if not ok or not all(isinstance(a, str) and 0 < len(a) <= 100 and "," not in a for a in attrs or []):
-            raise ApiError(422, 'attrs must be a list of attribute names that are on, e.g. ["Smiling"]')
-        return (None if cls is None else str(cls)), attrs
-
-    def psi(self) -> float:
-        return self.number("psi", 1.0, LIMITS["psi_min"], LIMITS["psi_max"])
-
-
-LABEL_FIELDS = {"psi", "class", "attrs"}
-
-
 def create_app(
     run_dirs: list[str | Path] | None = None, *, runs: dict[str, ServedRun] | None = None, device: str = "cpu",
     ema: bool = True, allowed_hosts: list[str] | None = None,
@@ -173,18 +73,12 @@ def create_app(
         runs = load_runs(list(run_dirs), device=device, ema=ema)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
-    def run_of(request: Request) -> ServedRun:
-        rid = request.path_params["run_id"]
-        if rid not in runs:
-            raise ApiError(404, f"unknown run {rid!r}; GET /api/runs lists the runs this server offers")
-        return runs[rid]
-
     def endpoint(
         allowed: set[str], work: Callable[[ServedRun, Fields], Callable[[], bytes]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             try:
-                run = run_of(request)
+                run = run_of(runs, request)
                 await run_in_threadpool(run.refresh)
                 render = work(run, Fields(await read_json(request), allowed | LABEL_FIELDS))
                 png = await run_in_threadpool(render)
@@ -224,18 +118,22 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return error(exc.status_code, str(exc.detail))
 
+    latent = LatentTools(runs)
     routes = [
         Route("/", index),
         Route("/api/runs", list_runs),
         Route("/api/runs/{run_id}/grid", endpoint({"seed", "n"}, grid), methods=["POST"]),
         Route("/api/runs/{run_id}/interpolate", endpoint({"seeds", "t", "space"}, interpolate), methods=["POST"]),
         Route("/api/runs/{run_id}/style-mix", endpoint({"rows", "cols", "layers"}, mix), methods=["POST"]),
+        *latent.routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts is not None:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
+    app.state.latent = latent  # projections and directions by run id
+    return app
 
 
 def is_loopback(host: str) -> bool:

@@ -103,7 +103,7 @@ class ServedRun:
             "label_names": [str(x) for x in m.get("label_names") or []] if self.label_kind else [],
         }  # fmt: skip
 
-    def _labels(self, n: int, cls: str | None, attrs: list[str] | None, default_class: bool) -> torch.Tensor | None:
+    def labels(self, n: int, cls: str | None, attrs: list[str] | None, default_class: bool) -> torch.Tensor | None:
         attr_text = None if attrs is None else ",".join(f"{a}=1" for a in attrs)
         if self.label_kind == "class" and cls is None and default_class:
             cls = "0"
@@ -111,7 +111,7 @@ class ServedRun:
 
     def grid(self, seed: int, n: int, psi: float, cls: str | None, attrs: list[str] | None) -> bytes:
         """n samples of `seed`; a class run with no class picked shows every class in turn, one per column."""
-        labels = self._labels(n, cls, attrs, default_class=False)
+        labels = self.labels(n, cls, attrs, default_class=False)
         names = self.cfg["model"].get("label_names") or []
         nrow = len(names) if self.label_kind == "class" and cls is None and len(names) <= 16 else None
         with self.lock:
@@ -131,7 +131,7 @@ class ServedRun:
     def style_mix(
         self, rows: list[int], cols: list[int], layers: str, psi: float, cls: str | None, attrs: list[str] | None
     ) -> bytes:
-        labels = self._labels(max(len(rows), len(cols)), cls, attrs, default_class=True)
+        labels = self.labels(max(len(rows), len(cols)), cls, attrs, default_class=True)
         with self.lock:
             x = style_mix(self.G, rows, cols, layers, psi, labels)
         return png_bytes(x, len(cols) + 1)

@@ -21,9 +21,9 @@ function parseSeeds(text) {
   return text.split(",").map((s) => s.trim()).filter((s) => s !== "").map(Number);
 }
 
-function conditioning() {
+function conditioning(truncation = true) {
   const body = {};
-  if (run.styled) body.psi = Number($("psi").value);
+  if (run.styled && truncation) body.psi = Number($("psi").value);
   if (run.label_kind === "class" && $("class").value !== "") body["class"] = $("class").value;
   if (run.label_kind === "attributes") {
     body.attrs = [...$("attrs").querySelectorAll("input:checked")].map((el) => el.value);
@@ -31,7 +31,7 @@ function conditioning() {
   return body;
 }
 
-async function render(section, endpoint, body, filename) {
+async function render(section, endpoint, body, filename, truncation = true) {
   const mine = (ticket[section] = (ticket[section] || 0) + 1);
   const img = $(`${section === "samples" ? "grid" : section}-img`);
   const link = $(`${section === "samples" ? "grid" : section}-download`);
@@ -40,7 +40,7 @@ async function render(section, endpoint, body, filename) {
     res = await fetch(`/api/runs/${encodeURIComponent(run.id)}/${endpoint}`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ ...body, ...conditioning() }),
+      body: JSON.stringify({ ...body, ...conditioning(truncation) }),
     });
   } catch (e) {
     sectionError(section, `no answer from the server (${e.message})`);
@@ -90,6 +90,189 @@ function drawAll() {
   drawGrid();
   drawInterp();
   drawMix();
+  drawEdit();
+}
+
+// --- directions, edits and projections -------------------------------------------------------------------------
+// The sliders are the run's directions of the chosen method (computed by the server on first use, then cached);
+// they edit a seed or the latest projected upload. Edits are untruncated: strength 0 is the seed's plain sample.
+let directions = null;
+let projection = null;
+let polling = null;
+let limits = {};
+
+function status(id, text) { $(id).textContent = text || ""; }
+
+function uploadError(message) {
+  $("upload-error").textContent = message || "";
+  $("upload-error").hidden = !message;
+}
+
+async function errorOf(res) {
+  try { return (await res.json()).error || `${res.status} ${res.statusText}`; } catch (e) { return `${res.status} ${res.statusText}`; }
+}
+
+function drawEdit() {
+  if (!run || !directions) return;
+  const strengths = [...$("sliders").querySelectorAll("input")].map((el) => Number(el.value));
+  const body = { method: directions.method, strengths };
+  let name;
+  if ($("edit-source").value === "projection" && projection) {
+    body.projection = projection;
+    name = `upload-${projection}`;
+  } else {
+    body.seed = Number($("edit-seed").value);
+    name = `seed${body.seed}`;
+  }
+  const moved = strengths.map((v, k) => (v ? `_${directions.names[k]}${v > 0 ? "+" : ""}${v}` : "")).join("");
+  render("latent", "edit", body, `${run.id}-${directions.method}-${name}${moved}.png`.replace(/[^\w.+-]/g, "-"), false);
+}
+
+async function loadDirections() {
+  const method = $("dir-method").value;
+  const mine = run;
+  directions = null;
+  $("sliders").replaceChildren();
+  status("dir-status", `computing ${method} directions (first use: then cached in the run folder)...`);
+  let res;
+  try {
+    res = await fetch(`/api/runs/${encodeURIComponent(run.id)}/directions/${method}`);
+  } catch (e) {
+    status("dir-status", "");
+    sectionError("latent", `no answer from the server (${e.message})`);
+    return;
+  }
+  if (mine !== run || method !== $("dir-method").value) return;
+  if (!res.ok) {
+    status("dir-status", "");
+    sectionError("latent", await errorOf(res));
+    return;
+  }
+  directions = await res.json();
+  sectionError("latent", "");
+  status("dir-status", `${directions.names.length} of ${directions.count} directions in ${directions.space}, strongest `
+    + "first; strengths in standard deviations (σ) of the latent along each");
+  const editSoon = debounce(drawEdit, 60);
+  const top = limits.max_strength || 5;
+  $("sliders").replaceChildren(...directions.names.map((name, k) => {
+    const label = document.createElement("label");
+    const title = document.createElement("span");
+    title.className = "name";
+    title.textContent = name;
+    title.title = name;
+    const slider = document.createElement("input");
+    Object.assign(slider, { type: "range", min: -top, max: top, step: 0.1, value: 0 });
+    slider.dataset.k = k;
+    slider.setAttribute("aria-label", `${name} strength`);
+    const out = document.createElement("output");
+    out.textContent = "0.0";
+    slider.addEventListener("input", () => { out.textContent = Number(slider.value).toFixed(1); editSoon(); });
+    label.append(title, slider, out);
+    return label;
+  }));
+  drawEdit();
+}
+
+function showJob(job) {
+  $("project-row").hidden = false;
+  $("project-progress").max = Math.max(job.total, 1);
+  $("project-progress").value = job.step;
+  const seconds = `${job.seconds.toFixed(1)} s`;
+  const words = {
+    running: job.cancelling ? "cancelling..." : `projecting: step ${job.step} of ${job.total} (${seconds})`,
+    done: `projected in ${seconds}: the sliders now edit it${job.notes.length ? ` (${job.notes.join("; ")})` : ""}`,
+    cancelled: `cancelled at step ${job.step}`,
+    failed: "failed",
+  };
+  status("project-status", words[job.state]);
+  $("project-cancel").hidden = job.state !== "running";
+  $("upload").disabled = job.state === "running";
+  if (job.state === "failed") uploadError(job.error);
+}
+
+async function projected(job) {
+  projection = job.projection;
+  const source = $("edit-source");
+  source.querySelector('option[value="projection"]').disabled = false;
+  source.value = "projection";
+  $("edit-seed-label").hidden = true;
+  const base = `/api/runs/${encodeURIComponent(run.id)}`;
+  const plain = { method: directions ? directions.method : "sefa", strengths: [], projection };
+  const [target, recon] = await Promise.all([
+    fetch(`${base}/projections/${projection}/target`),
+    fetch(`${base}/edit`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(plain) }),
+  ]);
+  for (const [key, res] of [["target", target], ["recon", recon]]) {
+    if (!res.ok) continue;
+    if (blobUrl[key]) URL.revokeObjectURL(blobUrl[key]);
+    blobUrl[key] = URL.createObjectURL(await res.blob());
+    $(`${key}-img`).src = blobUrl[key];
+  }
+  $("target-figure").hidden = false;
+  drawEdit();
+}
+
+async function poll(runId) {
+  clearTimeout(polling);
+  let job;
+  try {
+    const res = await fetch(`/api/runs/${encodeURIComponent(runId)}/project`);
+    job = (await res.json()).job;
+  } catch (e) {
+    uploadError(`no answer from the server (${e.message})`);
+    return;
+  }
+  if (!run || runId !== run.id || !job) return;
+  showJob(job);
+  if (job.state === "running") polling = setTimeout(() => poll(runId), 200);
+  else if (job.state === "done" && job.projection !== projection) projected(job);
+}
+
+async function upload() {
+  const file = $("upload").files[0];
+  if (!file) return;
+  uploadError("");
+  const steps = Number($("project-steps").value);
+  let res;
+  try {
+    res = await fetch(`/api/runs/${encodeURIComponent(run.id)}/project?steps=${steps}`, {
+      method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
+    });
+  } catch (e) {
+    uploadError(`no answer from the server (${e.message})`);
+    return;
+  }
+  $("upload").value = "";
+  if (!res.ok) {
+    uploadError(await errorOf(res));
+    return;
+  }
+  showJob((await res.json()).job);
+  poll(run.id);
+}
+
+async function cancelProjection() {
+  const res = await fetch(`/api/runs/${encodeURIComponent(run.id)}/project`, { method: "DELETE" });
+  if (!res.ok) uploadError(await errorOf(res));
+  else showJob((await res.json()).job);
+}
+
+function pickSource() {
+  $("edit-seed-label").hidden = $("edit-source").value !== "seed";
+  drawEdit();
+}
+
+function resetLatent() {
+  projection = null;
+  clearTimeout(polling);
+  const source = $("edit-source");
+  source.querySelector('option[value="projection"]').disabled = true;
+  source.value = "seed";
+  $("edit-seed-label").hidden = false;
+  $("target-figure").hidden = true;
+  $("project-row").hidden = true;
+  $("upload").disabled = false;
+  uploadError("");
 }
 
 function describe(r) {
@@ -123,7 +306,10 @@ function pickRun(id) {
     return label;
   }));
   $("mix-layers").replaceChildren(...run.style_layers.map((g) => option(g, g)));
+  resetLatent();
   drawAll();
+  loadDirections();
+  poll(run.id);  // a projection this run is still running (another tab, a reload) shows its progress
 }
 
 async function start() {
@@ -137,6 +323,9 @@ async function start() {
     return;
   }
   runs = data.runs;
+  limits = data.limits;
+  $("project-steps").max = limits.max_projection_steps;
+  $("project-steps").value = limits.projection_steps;
   $("count").max = data.limits.max_images;
   $("run").replaceChildren(...runs.map((r) => option(r.id, r.name)));
   $("run").addEventListener("change", () => pickRun($("run").value));
@@ -155,6 +344,18 @@ async function start() {
   for (const id of ["seed-a", "seed-b", "t", "space"]) $(id).addEventListener("input", interpSoon);
   const mixSoon = debounce(drawMix, 250);
   for (const id of ["mix-rows", "mix-cols", "mix-layers"]) $(id).addEventListener("input", mixSoon);
+  $("dir-method").addEventListener("change", loadDirections);
+  $("edit-source").addEventListener("change", pickSource);
+  $("edit-seed").addEventListener("input", debounce(drawEdit, 150));
+  $("reset-sliders").addEventListener("click", () => {
+    $("sliders").querySelectorAll("label").forEach((label) => {
+      label.querySelector("input").value = 0;
+      label.querySelector("output").textContent = "0.0";
+    });
+    drawEdit();
+  });
+  $("upload").addEventListener("change", upload);
+  $("project-cancel").addEventListener("click", cancelProjection);
   if (runs.length) pickRun(runs[0].id);
 }
 

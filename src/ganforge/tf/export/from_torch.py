@@ -1,6 +1,6 @@
 """Torch side of the export: a generator's weights as plain NumPy arrays, keyed like its state dict.
 
-The Keras mirrors (`ganforge.tf.mirrors`) never import torch: they read this dict. Everything that is a
+The Keras mirrors (`ganforge.tf.export.mirrors`) never import torch: they read this dict. Everything that is a
 run-time transformation of a stored tensor in torch is applied here, so the mirrors see the weights the
 eval-mode forward pass really multiplies with:
 - spectral norm: the parametrized module's `.weight` (W / sigma from the stored power-iteration vectors);

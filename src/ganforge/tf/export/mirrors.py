@@ -3,12 +3,14 @@
 Each family's eval-mode forward pass is rebuilt from built-in Keras layers and `keras.ops` only, so a
 saved `.keras` file loads with a bare `keras.saving.load_model(path)` (no ganforge, no custom objects,
 no `safe_mode=False`), and SavedModel/TFLite conversion sees ordinary TensorFlow ops. Weights come from
-`ganforge.tf.from_torch.numpy_weights` (spectral norm, equalized-lr scales already baked in); the
+`ganforge.tf.export.from_torch.numpy_weights` (spectral norm, equalized-lr scales already baked in); the
 architecture (number of stages, widths) is read off the weight shapes, so it cannot drift from the
-torch module that produced them.
+torch module that produced them. The mlp and dcgan graphs are not written here: they are the shared ones of
+`ganforge.tf.generators` (which the TensorFlow training backend trains), built with this module's layers
+(`FixedKit`).
 
 Layout: images are NHWC. Torch Linear -> reshape(C, H, W) is reordered to (H, W, C) by permuting the
-Linear's output units; conv kernels go OIHW -> HWIO, transposed-conv kernels (I, O, kh, kw) ->
+Linear's output units (sngan, progan; the mlp transposes its (C, H, W) output instead); conv kernels go OIHW -> HWIO, transposed-conv kernels (I, O, kh, kw) ->
 (kh, kw, O, I) (both frameworks compute the adjoint of cross-correlation, so no spatial flip).
 BatchNorm runs as Keras BatchNormalization in inference mode with torch's eps and running statistics.
 StyleGAN2 uses the per-activation ("non-fused") modulated convolution: x * styles, one shared conv,
@@ -25,7 +27,6 @@ w_dim)) and `get_layer("synthesis")` (ws -> image), for style mixing and w-space
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -33,22 +34,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from ganforge.tf import generators
+from ganforge.tf.generators import inputs, lrelu, model_inputs, with_labels
+from ganforge.tf.layout import Entry, Weights, count, from_torch_layout, layer_name
+
 SQRT2 = math.sqrt(2.0)
-
-Weights = dict[str, np.ndarray]
-
-
-def layer_name(key: str) -> str:
-    """A Keras layer name from a torch module path (Keras names may not hold every character)."""
-    return re.sub(r"[^0-9A-Za-z_]", "_", key)
-
-
-def _count(w: Weights, pattern: str) -> int:
-    """How many indexed submodules (e.g. `convs.{}.weight`) the state dict has."""
-    n = 0
-    while pattern.format(n) in w:
-        n += 1
-    return n
 
 
 def _set(layer: layers.Layer, *arrays: np.ndarray) -> None:
@@ -144,81 +134,66 @@ def pixel_norm(x: Any, eps: float = 1e-8) -> Any:
     return x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + eps)
 
 
-def lrelu(x: Any) -> Any:
-    return ops.leaky_relu(x, negative_slope=0.2)
-
-
 def clamp_image(x: Any) -> Any:
     """progan/stylegan2 have linear outputs and `generate.sample` clamps every family: so do the mirrors."""
     return ops.clip(x, -1.0, 1.0)
 
 
-def _inputs(info: dict[str, Any]) -> tuple[keras.KerasTensor, keras.KerasTensor | None]:
-    z = keras.Input((info["z_dim"],), name="z")
-    y = keras.Input((info["num_labels"],), name="labels") if info.get("num_labels") else None
-    return z, y
+# --- families ---------------------------------------------------------------------------------------------------
+class FixedKit:
+    """The layers of the shared mlp/dcgan graphs (`ganforge.tf.generators`, the ones the TensorFlow backend trains)
+    as built-in Keras layers holding the weights `w` (eval mode: BatchNorm with its running statistics)."""
+
+    def __init__(self, w: Weights) -> None:
+        self.w = w
+
+    def linear(self, x: Any, key: str) -> Any:
+        return linear(x, self.w, key)
+
+    def batchnorm(self, x: Any, key: str) -> Any:
+        return batchnorm(x, self.w, key)
+
+    def project(self, x: Any, key: str, shape: tuple[int, int, int]) -> Any:
+        layer = layers.Dense(int(np.prod(shape)), use_bias=False, name=layer_name(key))
+        y = layer(x)
+        _set(layer, from_torch_layout(Entry(key, None, "first", shape), self.w[key + ".weight"]))
+        return ops.reshape(y, (-1, *shape))
+
+    def conv_transpose(self, x: Any, key: str, stride: int, padding: str) -> Any:
+        return conv_transpose(x, self.w, key, stride, padding)
+
+    def norm2d(self, x: Any, key: str, y: Any | None) -> Any:
+        return norm2d(x, self.w, key, y)
 
 
-def _with_labels(z: Any, y: Any | None) -> Any:
-    return z if y is None else ops.concatenate([z, y], axis=-1)
-
-
-# --- families --------------------------------------------------------------------------------------
 def mlp(w: Weights, info: dict[str, Any]) -> keras.Model:
-    """MLPGenerator: Linear [BatchNorm1d] LeakyReLU(0.2) ..., Linear, tanh, view (C, R, R)."""
-    z, y = _inputs(info)
-    res, ch = info["resolution"], info["channels"]
-    idx = sorted({int(k.split(".")[1]) for k in w if k.startswith("net.")})
-    linears = [i for i in idx if w[f"net.{i}.weight"].ndim == 2 and f"net.{i}.running_mean" not in w]
-    x = _with_labels(z, y)
-    for i in linears[:-1]:
-        x = linear(x, w, f"net.{i}")
-        if f"net.{i + 1}.running_mean" in w:
-            x = batchnorm(x, w, f"net.{i + 1}")
-        x = lrelu(x)
-    x = ops.tanh(linear(x, w, f"net.{linears[-1]}", nhwc=(ch, res, res)))
-    return keras.Model(_model_inputs(z, y), ops.reshape(x, (-1, res, res, ch)), name="generator")
+    return generators.mlp(FixedKit(w), info)
 
 
 def dcgan(w: Weights, info: dict[str, Any]) -> keras.Model:
-    """DCGANGenerator: a kxk transposed conv from 1x1 (a Linear), then 4x4 stride-2 transposed convs with
-    (conditional) BatchNorm + ReLU, tanh."""
-    z, y = _inputs(info)
-    first = w["convs.0.weight"]  # (in, c, base, base)
-    c, base = first.shape[1], first.shape[2]
-    flat = first.transpose(0, 2, 3, 1).reshape(first.shape[0], -1)  # (in, base*base*c), NHWC order
-    dense = layers.Dense(flat.shape[1], use_bias=False, name="convs_0")
-    x = dense(_with_labels(z, y))
-    _set(dense, flat)
-    x = ops.reshape(x, (-1, base, base, c))
-    for i in range(_count(w, "convs.{}.weight")):
-        if i > 0:
-            x = conv_transpose(x, w, f"convs.{i}", 2, "same")
-        x = ops.relu(norm2d(x, w, f"norms.{i}", y))
-    x = ops.tanh(conv_transpose(x, w, "to_img", 2, "same"))
-    return keras.Model(_model_inputs(z, y), x, name="generator")
+    return generators.dcgan(FixedKit(w), info)
 
 
 def sngan(w: Weights, info: dict[str, Any]) -> keras.Model:
     """SNGANGenerator: Linear to 4x4, residual up-blocks (BN, ReLU, nearest 2x, conv3x3, BN, ReLU, conv3x3
     + a 1x1 conv of the up-sampled input), BN, ReLU, conv3x3, tanh."""
-    z, y = _inputs(info)
+    z, y = inputs(info)
     w0 = w["fc.weight"].shape[0] // 16
-    x = ops.reshape(linear(_with_labels(z, y), w, "fc", nhwc=(w0, 4, 4)), (-1, 4, 4, w0))
-    for b in range(_count(w, "blocks.{}.c1.weight")):
+    x = ops.reshape(linear(with_labels(z, y), w, "fc", nhwc=(w0, 4, 4)), (-1, 4, 4, w0))
+    for b in range(count(w, "blocks.{}.c1.weight")):
         key = f"blocks.{b}"
         h = upsample(ops.relu(norm2d(x, w, key + ".n1", y)), layer_name(key + ".up1"))
         h = conv(ops.relu(norm2d(conv(h, w, key + ".c1"), w, key + ".n2", y)), w, key + ".c2")
         x = h + conv(upsample(x, layer_name(key + ".up2")), w, key + ".sc")
     x = ops.tanh(conv(ops.relu(batchnorm(x, w, "bn")), w, "to_img"))
-    return keras.Model(_model_inputs(z, y), x, name="generator")
+    return keras.Model(model_inputs(z, y), x, name="generator")
 
 
 def progan(w: Weights, info: dict[str, Any]) -> keras.Model:
     """ProGANGenerator at its final stage (top level, alpha = 1): pixel-normalised z (and label embedding),
     dense to 4x4 + per-channel bias, then nearest 2x + two conv3x3 per level, each lrelu + pixel norm,
     and the top level's linear 1x1 toRGB."""
-    z, y = _inputs(info)
+    z, y = inputs(info)
     x = pixel_norm(z)
     if y is not None:
         x = ops.concatenate([x, pixel_norm(linear(y, w, "label_embed"))], axis=-1)
@@ -226,28 +201,28 @@ def progan(w: Weights, info: dict[str, Any]) -> keras.Model:
     bias = np.repeat(w["blocks.0.bias"][:, None], 16, axis=1).reshape(-1)  # the per-channel bias after the view
     x = ops.reshape(linear(x, w, "blocks.0.dense", nhwc=(c, 4, 4), bias=bias), (-1, 4, 4, c))
     x = pixel_norm(lrelu(conv(pixel_norm(lrelu(x)), w, "blocks.0.conv")))
-    levels = _count(w, "to_rgb.{}.weight")
+    levels = count(w, "to_rgb.{}.weight")
     for k in range(1, levels):
         x = upsample(x, f"blocks_{k}_up")
         x = pixel_norm(lrelu(conv(x, w, f"blocks.{k}.conv0")))
         x = pixel_norm(lrelu(conv(x, w, f"blocks.{k}.conv1")))
     x = clamp_image(conv(x, w, f"to_rgb.{levels - 1}"))
-    return keras.Model(_model_inputs(z, y), x, name="generator")
+    return keras.Model(model_inputs(z, y), x, name="generator")
 
 
 def _stylegan2_mapping(w: Weights, info: dict[str, Any], num_ws: int) -> keras.Model:
-    z, y = _inputs(info)
+    z, y = inputs(info)
     psi = keras.Input((1,), name="psi")
     x = pixel_norm(z)
     if y is not None:
         x = ops.concatenate([x, pixel_norm(linear(y, w, "mapping.embed"))], axis=-1)
-    for k in range(_count(w, "mapping.layers.{}.weight")):
+    for k in range(count(w, "mapping.layers.{}.weight")):
         x = lrelu(linear(x, w, f"mapping.layers.{k}"))
     # truncation: w_avg + psi * (w - w_avg), every ws (torch's lerp; cutoff None)
     avg = constant(z, w["mapping.w_avg"], "mapping_w_avg")
     x = avg + psi * (x - avg)
     ws = ops.repeat(ops.expand_dims(x, 1), num_ws, axis=1)
-    return keras.Model(_model_inputs(z, y, psi), ws, name="mapping")
+    return keras.Model(model_inputs(z, y, psi), ws, name="mapping")
 
 
 def _modulated(x: Any, w: Weights, key: str, s: Any, demodulate: bool, up: bool) -> Any:
@@ -284,7 +259,7 @@ def _synthesis_layer(x: Any, ws: Any, i: int, w: Weights, key: str) -> Any:
 
 def _stylegan2_synthesis(w: Weights, info: dict[str, Any]) -> tuple[keras.Model, int]:
     const = w["synthesis.const"]  # (C, 4, 4)
-    blocks = _count(w, "synthesis.blocks.{}.conv1.weight")
+    blocks = count(w, "synthesis.blocks.{}.conv1.weight")
     num_ws = 2 * blocks  # block 0 has one conv, the others two, plus the final toRGB's w
     w_dim = w["synthesis.blocks.0.conv1.affine.weight"].shape[1]
     ws = keras.Input((num_ws, w_dim), name="ws")
@@ -309,16 +284,10 @@ def stylegan2(w: Weights, info: dict[str, Any]) -> keras.Model:
     """StyleGAN2Generator: synthesis(mapping(z, labels, psi)), with both as nested, reachable models."""
     synthesis, num_ws = _stylegan2_synthesis(w, info)
     mapping = _stylegan2_mapping(w, info, num_ws)
-    z, y = _inputs(info)
+    z, y = inputs(info)
     psi = keras.Input((1,), name="psi")
-    inputs = _model_inputs(z, y, psi)
-    return keras.Model(inputs, synthesis(mapping(inputs)), name="generator")
-
-
-def _model_inputs(z: Any, y: Any | None, psi: Any | None = None) -> Any:
-    """The model's inputs in their fixed order; a lone z is passed bare, so `model(z)` is the call."""
-    inputs = [t for t in (z, y, psi) if t is not None]
-    return inputs if len(inputs) > 1 else inputs[0]
+    ins = model_inputs(z, y, psi)
+    return keras.Model(ins, synthesis(mapping(ins)), name="generator")
 
 
 BUILDERS: dict[str, Callable[[Weights, dict[str, Any]], keras.Model]] = {

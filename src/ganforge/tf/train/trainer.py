@@ -2,7 +2,7 @@
 
 `TFTrainer` is a backend of the training loop (training/loop.py), as the torch `Trainer` is: the G/D updates
 are `tf.GradientTape` steps compiled with `tf.function`, on the Keras twins of the torch modules
-(`ganforge.tf.models`, which start from the torch family's own initialisation for the run's seed). The
+(`ganforge.tf.train.models`, which start from the torch family's own initialisation for the run's seed). The
 loop -- logs, sample grids, TensorBoard, loss curves, progress bar, evaluation during training, NaN stop,
 signals, disk-full handling, counters and checkpoint files -- is the same code for both backends, so the run
 directory is the same and `ganforge sample/eval/export/report` read it unchanged.
@@ -13,7 +13,7 @@ training mode, then one G update through the last D step's fakes; EMA after the 
 - Randomness: counter-based. z, the GP's eps and every dropout mask are TensorFlow stateless draws keyed by
   (seed, D update counter): a step is a pure function of the checkpointed state, so there is no RNG state
   to store beyond the counters.
-- Losses/penalties: `ganforge.tf.losses` (torch's formulas); GP weight `losses.gp_weight(cfg)`, drift
+- Losses/penalties: `ganforge.tf.train.losses` (torch's formulas); GP weight `losses.gp_weight(cfg)`, drift
   `loss.drift`, in the objective's order (drift, then GP).
 - Adam: Keras Adam with torch's betas and eps=1e-8. One known difference: Keras adds eps to sqrt(v) before
   the bias correction (torch after it), so eps acts sqrt(1 - beta2^t) times smaller early on.
@@ -44,6 +44,7 @@ from ganforge.losses import gp_weight
 from ganforge.models import build_discriminator, build_generator
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.rundir import RunDir
+from ganforge.tf.layout import from_torch_layout, to_torch_layout
 from ganforge.training.distributed import SINGLE, Dist
 from ganforge.training.ema import ema_decay
 from ganforge.training.loop import BackendBase, Counters
@@ -52,7 +53,7 @@ from ganforge.training.trainer import fixed_labels
 
 SUPPORTED_MODELS = ("mlp", "dcgan")
 SUPPORTED_PARTS = ("gp", "drift")  # objective parts (see losses.Part) this trainer computes
-TF_LOSSES = ("nsgan", "lsgan", "hinge", "wgan", "wgan-gp")  # the keys of ganforge.tf.losses.LOSSES
+TF_LOSSES = ("nsgan", "lsgan", "hinge", "wgan", "wgan-gp")  # the keys of ganforge.tf.train.losses.LOSSES
 
 
 def check_config(cfg: dict[str, Any]) -> None:
@@ -125,8 +126,8 @@ class TFTrainer(BackendBase):
         if dist.enabled:
             raise UserError("backend tensorflow trains in one process; leave out --nproc / torchrun")
         tf = _tf()
-        from ganforge.tf import losses as tf_losses
-        from ganforge.tf.models import keras_discriminator, keras_generator
+        from ganforge.tf.train import losses as tf_losses
+        from ganforge.tf.train.models import keras_discriminator, keras_generator
 
         self.cfg, self.run, self.quiet, self.dist = cfg, run, quiet, dist
         t, m = train_view(cfg), model_view(cfg)
@@ -316,7 +317,7 @@ class TFTrainer(BackendBase):
     @property
     def sampler(self) -> torch.nn.Module:
         """The torch generator with the sampling generator's current weights (for evaluation during training)."""
-        from ganforge.tf.models import torch_state
+        from ganforge.tf.train.models import torch_state
 
         self._torch_G.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state(self.keras_sampler).items()})
         return self._torch_G.eval()
@@ -335,7 +336,7 @@ class TFTrainer(BackendBase):
         import keras
         import tensorflow as tf
 
-        from ganforge.tf.models import torch_state
+        from ganforge.tf.train.models import torch_state
 
         tensors = {
             f"{p}.{k}": torch.from_numpy(v) for p, model in self._named_models() for k, v in torch_state(model).items()
@@ -356,7 +357,7 @@ class TFTrainer(BackendBase):
         return tensors, meta
 
     def _load_models(self, c: ckpt.Checkpoint, with_d: bool = True) -> None:
-        from ganforge.tf.models import load_torch_state
+        from ganforge.tf.train.models import load_torch_state
 
         what = f" {c.path.name}"
         state = {k: v.numpy() for k, v in c.tensors.items()}
@@ -407,8 +408,6 @@ def _adam_slots(opt: Any, model: Any) -> list[tuple[Any, Any, Any]]:
 
 
 def _adam_state(opt: Any, model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    from ganforge.tf.models import to_torch_layout
-
     moments = {}
     for e, m, v in _adam_slots(opt, model):
         moments[f"{e.key}.exp_avg"] = np.array(to_torch_layout(e, m.numpy()), order="C")
@@ -419,8 +418,6 @@ def _adam_state(opt: Any, model: Any) -> tuple[dict[str, np.ndarray], dict[str, 
 
 
 def _load_adam(opt: Any, model: Any, tensors: dict[str, np.ndarray], plain: dict[str, Any], what: str) -> None:
-    from ganforge.tf.models import from_torch_layout
-
     if plain.get("format") != "keras-adam":
         raise UserError(f"checkpoint{what} holds no Keras optimizer state; resume it with the backend that wrote it")
     for e, m, v in _adam_slots(opt, model):

@@ -6,7 +6,9 @@ conditional layers) is read off the torch module and its initial weights are cop
 TensorFlow run and a torch run of one config start from the same weights and cannot drift apart in
 architecture. Every Keras weight is listed with the torch state-dict key it is stored under
 (`KeyedModel.entries`), so `torch_state` / `load_torch_state` write and read checkpoints in the torch
-layout that `ganforge sample/eval/export` load unchanged.
+layout that `ganforge sample/eval/export` load unchanged. The generators are not written here: each is its
+family's graph in `ganforge.tf.generators`, the same code the export builds its mirror with, on the trainable
+layers of `TrainableKit`.
 
 Semantics kept from torch, not Keras defaults: BatchNorm with eps and momentum of the torch module
 (1e-5, 0.1), running variance updated with the unbiased batch variance, `num_batches_tracked`;
@@ -14,8 +16,8 @@ LeakyReLU 0.2; inverted dropout (stateless, seeded by the caller, so a step is a
 counters). Layout: images are NHWC; where torch flattens an NCHW tensor (the MLP's image input and
 output, the projection head's features) the Keras model transposes to NCHW first, so the weights need
 only each layer kind's transpose: Linear (out, in) <-> Dense (in, out); Conv2d (O, I, kh, kw) <->
-Conv2D (kh, kw, I, O); ConvTranspose2d (I, O, kh, kw) <-> Conv2DTranspose (kh, kw, O, I). DCGAN's first
-transposed conv from 1x1 is a Dense to (base, base, c) (a GEMM instead of a transposed convolution).
+Conv2D (kh, kw, I, O); ConvTranspose2d (I, O, kh, kw) <-> Conv2DTranspose (kh, kw, O, I) (`ganforge.tf.layout`).
+DCGAN's first transposed conv from 1x1 is a Dense to (base, base, c) (a GEMM instead of a transposed convolution).
 
 Labels enter every conditional model as a float (N, num_labels) vector: one-hot classes or multi-hot
 attributes, the `models.layers.label_vector` convention (the trainer builds it).
@@ -27,7 +29,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import keras  # noqa: E402
@@ -37,42 +38,13 @@ from keras import layers, ops  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ganforge.errors import UserError  # noqa: E402
-from ganforge.models.layers import ConditionalBatchNorm2d, Norm2d  # noqa: E402
-from ganforge.tf.mirrors import layer_name  # noqa: E402
+from ganforge.models.layers import ConditionalBatchNorm2d  # noqa: E402
+from ganforge.tf import generators  # noqa: E402
+from ganforge.tf.layout import Entry, Weights, from_torch_layout, layer_name, to_torch_layout  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
     raise UserError(f"training with backend tensorflow needs Keras on TensorFlow, but Keras was started with "
                     f"{keras.backend.backend()!r}; unset KERAS_BACKEND or set it to tensorflow")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One Keras variable and where it lives in the torch state dict. kind: how the layouts differ."""
-
-    key: str
-    var: Any  # keras.Variable
-    kind: str  # "same" | "linear" | "conv" | "first"
-    shape: tuple[int, ...] = ()  # "first": (base, base, c) of the Dense's output
-
-
-def to_torch_layout(e: Entry, a: np.ndarray) -> np.ndarray:
-    if e.kind == "linear":
-        return a.T
-    if e.kind == "conv":  # HWIO -> OIHW, and (kh, kw, O, I) -> (I, O, kh, kw) for transposed convs
-        return a.transpose(3, 2, 0, 1)
-    if e.kind == "first":  # Dense (in, base*base*c) in NHWC order -> ConvTranspose2d (in, c, base, base)
-        return a.reshape(a.shape[0], *e.shape).transpose(0, 3, 1, 2)
-    return a
-
-
-def from_torch_layout(e: Entry, a: np.ndarray) -> np.ndarray:
-    if e.kind == "linear":
-        return a.T
-    if e.kind == "conv":
-        return a.transpose(2, 3, 1, 0)
-    if e.kind == "first":
-        return a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
-    return a
 
 
 # --- layers with torch semantics -------------------------------------------------------------------------------
@@ -243,21 +215,67 @@ def fold(seed: Any, i: int) -> Any:
     return tf.random.experimental.stateless_fold_in(seed, i)
 
 
-class MLPGenerator(KeyedModel):
-    """models/mlp.py MLPGenerator: [z, y] -> Linear [BatchNorm1d] LeakyReLU ... Linear, tanh, view (C, R, R)."""
+class TrainableKit:
+    """The layers of the shared generator graphs (`ganforge.tf.generators`, the ones the export mirrors) as trainable
+    layers with torch semantics, translated from the torch generator `module` and listed in `entries`."""
 
-    def __init__(self, G: nn.Module, name: str = "G") -> None:
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.w: Weights = numpy_state(module)
+        self.entries: list[Entry] = []
+
+    def _layer(self, x: Any, key: str) -> layers.Layer:
+        layer, entries, _ = translate(self.module.get_submodule(key), key, tuple(x.shape[1:]))
+        self.entries += entries
+        return layer
+
+    def linear(self, x: Any, key: str) -> Any:
+        return self._layer(x, key)(x)
+
+    def batchnorm(self, x: Any, key: str) -> Any:
+        return self._layer(x, key)(x)
+
+    def project(self, x: Any, key: str, shape: tuple[int, int, int]) -> Any:
+        m = self.module.get_submodule(key)
+        if m.stride[0] != 1 or m.padding[0] != 0:
+            raise NotImplementedError(f"{key}: expected the DCGAN projection from 1x1 (stride 1, padding 0)")
+        layer = layers.Dense(int(np.prod(shape)), use_bias=False, name=layer_name(key))
+        layer.build((None, m.in_channels))
+        self.entries += _dense_entries(layer, key, "first", shape)
+        return ops.reshape(layer(x), (-1, *shape))
+
+    def conv_transpose(self, x: Any, key: str, stride: int, padding: str) -> Any:
+        layer = self._layer(x, key)
+        if (layer.strides[0], layer.padding) != (stride, padding):
+            raise NotImplementedError(f"{key}: the torch module is not the {stride}-strided {padding!r} transposed "
+                                      "conv of the shared graph")  # fmt: skip
+        return layer(x)
+
+    def norm2d(self, x: Any, key: str, y: Any | None) -> Any:
+        key += ".norm"
+        m = self.module.get_submodule(key)
+        if not isinstance(m, ConditionalBatchNorm2d):
+            return self.batchnorm(x, key)
+        layer = ConditionalBN(_bn(m.bn, key + ".bn"), m.num_labels, int(x.shape[-1]), name=layer_name(key))
+        self.entries += layer.entries(key)
+        return layer(x, y)
+
+
+class KerasGenerator(KeyedModel):
+    """A trainable mlp/dcgan generator: its family's graph in `ganforge.tf.generators` (the one the export builds)
+    on `TrainableKit` layers. Called as `G(z, labels, training=...)`; images NHWC."""
+
+    def __init__(self, G: nn.Module, family: str, name: str = "G") -> None:
         super().__init__(name=name)
-        self.entries = []
+        kit = TrainableKit(G)
         self.num_labels = G.num_labels
-        self.out_shape = (G.channels, G.resolution, G.resolution)
-        self.net, _ = self._sequence(G.net, "net", (G.z_dim + (G.num_labels or 0),))
+        info = {"z_dim": G.z_dim, "resolution": G.resolution, "channels": G.channels, "num_labels": G.num_labels}
+        self.graph = generators.GRAPHS[family](kit, info, name=f"{name}_graph")
+        self.entries = kit.entries
         self.finish(G)
 
     def call(self, z: Any, labels: Any = None, training: bool = False) -> Any:
-        x = ops.concatenate([z, labels], axis=-1) if self.num_labels else z
-        x = ops.reshape(self._run(self.net, x, training), (-1, *self.out_shape))
-        return ops.transpose(x, (0, 2, 3, 1))
+        return self.graph([z, labels] if self.num_labels else z, training=training)
 
 
 class MLPDiscriminator(KeyedModel):
@@ -276,54 +294,6 @@ class MLPDiscriminator(KeyedModel):
         if self.num_labels:
             h = ops.concatenate([h, labels], axis=-1)
         return ops.reshape(self._run(self.net, h, training, seed), (-1,))
-
-
-class DCGANGenerator(KeyedModel):
-    """models/dcgan.py DCGANGenerator: [z, y] -> Dense to base x base (the first transposed conv), then
-    (conditional) BatchNorm + ReLU per stage, 4x4 stride-2 transposed convs, tanh."""
-
-    def __init__(self, G: nn.Module, name: str = "G") -> None:
-        super().__init__(name=name)
-        self.entries = []
-        self.num_labels = G.num_labels
-        first = G.convs[0]
-        c, base = first.out_channels, first.kernel_size[0]
-        if first.stride[0] != 1 or first.padding[0] != 0:
-            raise NotImplementedError("convs.0: expected the DCGAN projection from 1x1 (stride 1, padding 0)")
-        self.base_shape = (base, base, c)
-        self.first = layers.Dense(base * base * c, use_bias=False, name="convs_0")
-        self.first.build((None, first.in_channels))
-        self.entries += _dense_entries(self.first, "convs.0", "first", self.base_shape)
-        shape: tuple[int, ...] = self.base_shape
-        self.convs, self.norms = [], []
-        for i, (conv, norm) in enumerate(zip(G.convs, G.norms, strict=True)):
-            if i > 0:
-                layer, entries, shape = translate(conv, f"convs.{i}", shape)
-                self.convs.append(layer)
-                self.entries += entries
-            self.norms.append(self._norm(norm, f"norms.{i}.norm", shape))
-        self.to_img, entries, _ = translate(G.to_img, "to_img", shape)
-        self.entries += entries
-        self.finish(G)
-
-    def _norm(self, norm: Norm2d, key: str, shape: tuple[int, ...]) -> layers.Layer:
-        m = norm.norm
-        if isinstance(m, ConditionalBatchNorm2d):
-            layer = ConditionalBN(_bn(m.bn, key + ".bn"), m.num_labels, shape[-1], name=layer_name(key))
-        else:
-            layer = _bn(m, key)
-        self.entries += layer.entries(key)
-        return layer
-
-    def call(self, z: Any, labels: Any = None, training: bool = False) -> Any:
-        x = ops.concatenate([z, labels], axis=-1) if self.num_labels else z
-        x = ops.reshape(self.first(x), (-1, *self.base_shape))
-        for i, norm in enumerate(self.norms):
-            if i > 0:
-                x = self.convs[i - 1](x)
-            x = norm(x, labels, training=training) if isinstance(norm, ConditionalBN) else norm(x, training=training)
-            x = ops.relu(x)
-        return ops.tanh(self.to_img(x))
 
 
 class DCGANDiscriminator(KeyedModel):
@@ -359,10 +329,9 @@ class DCGANDiscriminator(KeyedModel):
 def keras_generator(G: nn.Module, name: str = "G") -> KeyedModel:
     """The trainable Keras twin of a torch mlp/dcgan generator, with its current weights."""
     kind = type(G).__name__
-    if kind == "MLPGenerator":
-        return MLPGenerator(G, name)
-    if kind == "DCGANGenerator":
-        return DCGANGenerator(G, name)
+    family = {"MLPGenerator": "mlp", "DCGANGenerator": "dcgan"}.get(kind)
+    if family is not None:
+        return KerasGenerator(G, family, name)
     raise NotImplementedError(f"no trainable Keras translation of {kind}")
 
 
