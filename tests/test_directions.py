@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_runs
+from conftest import need_extra, tiny_runs
 from PIL import Image
 from test_cli import assert_one_line_error, run_cli
 from torch import nn
@@ -322,7 +322,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path, cap
 
 @pytest.mark.slow
 def test_export_carries_directions_and_onnxruntime_edits_like_ganforge(runs, gens, tmp_path):
-    pytest.importorskip("onnxruntime")
+    need_extra("onnxruntime", "onnx")
     import onnxruntime as ort
 
     G, run = gens["dcgan"], runs["dcgan"]
@@ -345,7 +345,7 @@ def test_export_carries_directions_and_onnxruntime_edits_like_ganforge(runs, gen
 
 @pytest.mark.slow
 def test_keras_export_carries_directions_too(runs, gens, tmp_path, capsys):
-    pytest.importorskip("keras")
+    need_extra("keras", "tf")
     G, run = gens["dcgan"], runs["dcgan"]
     compute_directions(G, "sefa", Spec(k=2)).save(tmp_path / "d.npz")
     rc, _, err = run_cli(["export", run, "--format", "keras", "--out", tmp_path / "g.keras", "--directions",

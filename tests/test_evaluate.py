@@ -8,40 +8,31 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, need_fashion_mnist, png_folder
+from conftest import FAST, need_fashion_mnist, pixel_features, png_folder, register_pixel_net
 from PIL import Image
 
 from ganforge.cli import main
 from ganforge.errors import UserError
 from ganforge.evaluation import evaluate_run
+from ganforge.generate import load_generator, sample
 from ganforge.metrics.evaluate import compute_metrics, evaluate_sources, parse_metrics
-from ganforge.metrics.features import EXTRACTORS, FeatureExtractor
 from ganforge.training.launch import train
 from ganforge.visualize import compare_grid, nearest_neighbours
 
-
-class PixelNet(FeatureExtractor):
-    """8x8 average-pooled pixels as features and a fixed random linear map as 10-class logits."""
-
-    name = "test-pixels"
-    input_size = 16
-    channels = 1
-    feature_dim = 64
-    num_classes = 10
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = torch.nn.Linear(64, 10)
-        torch.nn.init.normal_(self.head.weight, generator=torch.Generator().manual_seed(0))
-        torch.nn.init.zeros_(self.head.bias)  # fixed weights: the same network every build
-
-    def embed(self, x):
-        f = torch.nn.functional.avg_pool2d(x, 2).flatten(1)
-        return {"features": f, "logits": self.head(f)}
+register_pixel_net()
 
 
-if "test-pixels" not in EXTRACTORS:
-    EXTRACTORS.register("test-pixels")(lambda **kw: PixelNet())
+def brute_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance written out with scipy's general matrix square root (ganforge uses an eigh route)."""
+    from scipy.linalg import sqrtm
+
+    (m1, s1), (m2, s2) = ((f.mean(0), np.cov(f, rowvar=False)) for f in (a, b))
+    return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * sqrtm(s1 @ s2).real))
+
+
+def folder_images(folder) -> np.ndarray:
+    """The folder's PNGs read with Pillow alone, as uint8 NHWC (ganforge's loader not involved)."""
+    return np.stack([np.asarray(Image.open(p))[..., None] for p in sorted(folder.glob("*.png"))])
 
 
 @pytest.fixture
@@ -56,10 +47,13 @@ def run_dir(tmp_path, folder):
     return run.path
 
 
-def test_evaluate_run_logs_and_caches_reference(run_dir):
+def test_evaluate_run_logs_and_caches_reference(run_dir, folder):
     r1 = evaluate_run(run_dir, metrics="fid,kid,is,pr", n=40, network="test-pixels", progress=False)
     assert {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall"} <= set(r1)
-    assert r1["fid"] > 0 and 1.0 <= r1["is"] <= 10.0 and 0 <= r1["precision"] <= 1
+    G, _ = load_generator(run_dir)
+    fakes = pixel_features(sample(G, 40, seed=1_000_003))  # evaluation seed 0 -> generated block seed 1 * 1000003
+    assert r1["fid"] == pytest.approx(brute_fid(pixel_features(folder_images(folder)), fakes), rel=1e-4)
+    assert 1.0 <= r1["is"] <= 10.0 and 0 <= r1["precision"] <= 1
     assert r1["ref_cached"] is False and r1["step"] == 10 and r1["n"] == 40 and r1["n_ref"] == 80
     r2 = evaluate_run(run_dir, metrics="fid", n=40, network="test-pixels", progress=False)
     assert r2["ref_cached"] is True and r2["fid"] == pytest.approx(r1["fid"], rel=1e-9)
@@ -92,14 +86,20 @@ def test_metric_names_are_validated():
         compute_metrics({"features": np.ones((4, 2))}, {"features": np.ones((4, 2))}, ["is"])
 
 
-def test_compare_grid_and_nearest(run_dir, tmp_path):
+def test_compare_grid_and_nearest(run_dir, folder, tmp_path):
     p = compare_grid(run_dir, n=16)
     im = Image.open(p)
     assert im.size[0] > 2 * (4 * 34) and p.name == "compare-grid.png"
     res = nearest_neighbours(run_dir, tmp_path / "nn.png", n=3, k=4, network="test-pixels", progress=False)
-    d = np.array(res["distances"])
-    assert d.shape == (3, 4) and (np.diff(d, axis=1) >= 0).all()
-    assert res["train_nn_median_distance"] > 0 and (tmp_path / "nn.png").is_file()
+    # brute force: every sample against every training image, in pixel features
+    train_f = pixel_features(folder_images(folder))
+    fake_f = pixel_features(sample(load_generator(run_dir)[0], 3, seed=0))
+    dist = np.sqrt(((fake_f[:, None] - train_f[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(res["distances"], np.sort(dist, axis=1)[:, :4], atol=2e-4)
+    self_d = np.sqrt(((train_f[:, None] - train_f[None]) ** 2).sum(-1)) + np.diag(np.full(len(train_f), np.inf))
+    lower_median = np.sort(self_d.min(1))[(len(train_f) - 1) // 2]  # torch's median: the lower of the middle two
+    assert res["train_nn_median_distance"] == pytest.approx(lower_median, abs=2e-4)
+    assert (tmp_path / "nn.png").is_file()
 
 
 def test_cli_eval_json(run_dir, folder, capsys):
@@ -133,3 +133,39 @@ def test_real_fashion_mnist_fid_is_small_and_noise_fid_is_large():
     far = fid_from_features(test["features"], noise["features"])
     assert close < 1.0, close
     assert far > 50 * close and far > 20, (close, far)
+
+
+def test_cli_nearest(run_dir, folder, capsys):
+    """`ganforge nearest`: the PNG (a row per sample: it and its k neighbours) and, with --json, the distances that
+    brute force finds; without --json, one readable line per sample."""
+    assert main(["nearest", str(run_dir), "--n", "3", "--k", "4", "--network", "test-pixels", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    train_f = pixel_features(folder_images(folder))
+    fake_f = pixel_features(sample(load_generator(run_dir)[0], 3, seed=0))
+    dist = np.sqrt(((fake_f[:, None] - train_f[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(res["distances"], np.sort(dist, axis=1)[:, :4], atol=2e-4)
+    assert res["png"] == str(run_dir / "nearest.png") and res["network"] == "test-pixels"
+    w, h = Image.open(run_dir / "nearest.png").size
+    assert w == 2 * (5 * 34 + 2) and h > 2 * (3 * 34 + 2)  # 5 columns, 3 rows (x2), plus a caption
+    assert main(["nearest", str(run_dir), "--n", "2", "--k", "3", "--network", "test-pixels", "--seed", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"png: {run_dir / 'nearest.png'}") and "(test-pixels features)" in out[0]
+    assert [ln.split(":")[0] for ln in out[2:]] == ["sample 0", "sample 1"] and out[2].count(",") == 2
+    assert main(["nearest", str(run_dir), "--network", "no-such-net"]) == 2
+    assert "no-such-net" in capsys.readouterr().err
+
+
+def test_default_feature_network_when_network_is_omitted(folder, capsys):
+    """No --network: (fashion-)mnist are judged by their domain CNN, other data by Inception; and the result is
+    the one an explicit --network gives."""
+    from ganforge.metrics.evaluate import default_network
+
+    assert default_network("mnist") == "mnist-cnn" and default_network("fashion-mnist:test") == "fashion-mnist-cnn"
+    assert default_network(str(folder)) == default_network("cifar10") == "inception-fid"
+    need_fashion_mnist()
+    args = ["eval", "--real", "fashion-mnist:test", "--fake", str(folder), "--n", "40", "--json", "--metrics", "fid"]
+    assert main(args) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main([*args, "--network", "fashion-mnist-cnn"]) == 0
+    explicit = json.loads(capsys.readouterr().out)
+    assert default["network"] == "fashion-mnist-cnn" and default["fid"] == explicit["fid"] > 0

@@ -23,10 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, synthetic_data
+from conftest import FAST, need_extra, synthetic_data
 
-pytest.importorskip("tensorflow", reason="the tf extra (pip install 'ganforge[tf]') is not installed")
-pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'ganforge[onnx]') is not installed")
+need_extra("tensorflow", "tf")
+need_extra("onnxruntime", "onnx")
 
 from ganforge.cli import main  # noqa: E402
 from ganforge.config import load_config  # noqa: E402
@@ -380,6 +380,39 @@ def test_cli_export_overwrite_and_no_ema(runs, tmp_path, capsys):
     assert out.read_bytes() == before  # untouched
     assert main(["export", str(runs["dcgan32"]), "--format", "keras", "--out", str(out), "--overwrite"]) == 0
     assert read_metadata(out)["generator"] == "G_ema"
+
+
+@pytest.mark.slow
+def test_cli_exports_tflite_and_savedmodel_of_a_chosen_checkpoint(runs, tmp_path, capsys):
+    """`ganforge export --format tflite|savedmodel --checkpoint FILE --no-ema`: the artefact is that checkpoint's G
+    (not the newest one's), and it draws the same images as PyTorch when run by TensorFlow."""
+    import shutil
+
+    import tensorflow as tf
+
+    from ganforge.training.launch import train
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["dcgan32"], run)
+    train(None, ["train.steps=5"], resume=run, data=_data(*RUNS["dcgan32"][2]), quiet=True)
+    old = run / "checkpoints" / "step-00000003.safetensors"
+    G3, G5 = load_generator(run, checkpoint=old, ema=False)[0], load_generator(run, ema=False)[0]
+    feeds = {"z": seed_latents(G3, [0, 1, 2]).numpy()}
+    want, newest = torch_images(G3, feeds), torch_images(G5, feeds)
+    apart = float(np.abs(want - newest).max())  # a tiny model's outputs are small: judge the error against this
+    assert apart > 0.1 * np.abs(want).max()
+    got = {}
+    for fmt, out in (("tflite", tmp_path / "g.tflite"), ("savedmodel", tmp_path / "sm")):
+        assert main(["export", str(run), "--format", fmt, "--out", str(out), "--checkpoint", str(old), "--no-ema"]) == 0
+        assert f"generator: {out}" in capsys.readouterr().out
+        meta = read_metadata(out)
+        assert (meta["step"], meta["generator"]) == (3, "G")
+    runner = tf.lite.Interpreter(model_path=str(tmp_path / "g.tflite")).get_signature_runner("serving_default")
+    got["tflite"] = list(runner(**feeds).values())[0]
+    sig = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+    got["savedmodel"] = list(sig(z=tf.constant(feeds["z"])).values())[0].numpy()
+    for fmt, nhwc in got.items():
+        assert np.abs(nhwc.transpose(0, 3, 1, 2) - want).max() <= min(TOL, 0.01 * apart), fmt
 
 
 @pytest.mark.slow

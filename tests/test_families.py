@@ -16,7 +16,7 @@ from ganforge.augment import DiffAugment
 from ganforge.config import load_config
 from ganforge.errors import UserError
 from ganforge.generate import load_generator, sample
-from ganforge.losses import build_loss
+from ganforge.losses import LOSSES, build_loss
 from ganforge.models import build_discriminator, build_generator
 from ganforge.regularizers import gradient_penalty, r1_penalty
 from ganforge.training.launch import train
@@ -25,15 +25,30 @@ from ganforge.training.trainer import Trainer
 FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 
-def test_loss_formulas():
-    r, f = torch.randn(32), torch.randn(32)
-    hinge, ls, w = build_loss("hinge"), build_loss("lsgan"), build_loss("wgan-gp")
-    assert torch.allclose(hinge.d_loss(r, f), torch.clamp(1 - r, min=0).mean() + torch.clamp(1 + f, min=0).mean())
-    assert torch.allclose(hinge.g_loss(f), -f.mean())
-    assert torch.allclose(ls.d_loss(r, f), 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean())
-    assert torch.allclose(ls.g_loss(f), 0.5 * ((f - 1) ** 2).mean())
-    assert torch.allclose(w.d_loss(r, f), f.mean() - r.mean()) and w.default_gp == 10.0
-    assert build_loss("nsgan").default_gp == 0.0
+# every registered loss against its paper's formula, written out independently: (d_loss, g_loss, default GP)
+LOSS_FORMULAS = {
+    "nsgan": (lambda r, f: -torch.log(torch.sigmoid(r)).mean() - torch.log(1 - torch.sigmoid(f)).mean(),
+              lambda f: -torch.log(torch.sigmoid(f)).mean(), 0.0),
+    "wgan": (lambda r, f: f.mean() - r.mean(), lambda f: -f.mean(), 0.0),
+    "wgan-gp": (lambda r, f: f.mean() - r.mean(), lambda f: -f.mean(), 10.0),
+    "hinge": (lambda r, f: torch.clamp(1 - r, min=0).mean() + torch.clamp(1 + f, min=0).mean(),
+              lambda f: -f.mean(), 0.0),
+    "lsgan": (lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(),
+              lambda f: 0.5 * ((f - 1) ** 2).mean(), 0.0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_loss_formulas(name):
+    """Without TensorFlow too: each loss, d and g halves, and its default gradient-penalty weight."""
+    assert set(LOSS_FORMULAS) == set(LOSSES.names())  # a new loss needs its formula here
+    g = torch.Generator().manual_seed(0)
+    r, f = torch.randn(32, generator=g, dtype=torch.float64) * 3, torch.randn(32, generator=g, dtype=torch.float64) * 3
+    d_ref, g_ref, gp = LOSS_FORMULAS[name]
+    loss = build_loss(name)
+    torch.testing.assert_close(loss.d_loss(r, f), d_ref(r, f), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss.g_loss(f), g_ref(f), rtol=1e-12, atol=1e-12)
+    assert loss.default_gp == gp
 
 
 def _cfg(*over):

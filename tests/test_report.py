@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, png_folder
+from conftest import FAST, need_extra, png_folder
 from PIL import Image
 
 from ganforge.cli import main
@@ -110,19 +110,22 @@ def test_fid_curve_uses_the_trainers_lines(pair):
 
 
 @pytest.mark.slow  # shares the pair fixture: two trainings and a report, ~15-40 s
-def test_user_files_are_never_replaced(pair):
+def test_user_files_are_never_replaced(pair, capsys):
     root, short, long, out, user = pair
     for rel, data in user.items():
         assert (root / rel).read_bytes() == data
     # what was missing was made: short's real-vs-generated grid, long's nearest-neighbour grid
     assert Image.open(short / "compare-grid.png").width > 100 and Image.open(long / "nearest.png").width > 100
+    before = out.read_bytes()
+    capsys.readouterr()
     rc = main(["report", str(short), "--out", str(out), "--no-eval"])
-    assert rc == 2 and out.stat().st_size > 10_000  # existing report: refused, untouched
+    assert f"{out} already exists; choose another path or pass --overwrite" in capsys.readouterr().err
+    assert rc == 2 and out.read_bytes() == before  # existing report: refused, untouched (byte for byte)
 
 
 @pytest.mark.slow
 def test_renders_offline_in_chromium(pair):
-    playwright = pytest.importorskip("playwright.sync_api")
+    playwright = need_extra("playwright.sync_api", "test")
     _, _, _, out, _ = pair
     requested: list[str] = []
     with playwright.sync_playwright() as p:

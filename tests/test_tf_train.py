@@ -22,9 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, synthetic_data
+from conftest import FAST, need_extra, png_folder, synthetic_data
 
-pytest.importorskip("tensorflow", reason="the tf extra (pip install 'ganforge[tf]') is not installed")
+need_extra("tensorflow", "tf")
+
+import tensorflow as tf  # noqa: E402
 
 from ganforge import config  # noqa: E402
 from ganforge.cli import main  # noqa: E402
@@ -37,16 +39,10 @@ from ganforge.models import build_discriminator, build_generator  # noqa: E402
 from ganforge.regularizers import gradient_penalty  # noqa: E402
 from ganforge.runs import checkpoint as ckpt  # noqa: E402
 from ganforge.runs.rundir import RunDir  # noqa: E402
-from ganforge.training.ema import EMA  # noqa: E402
-
-# the lead's patch declares `backend` in config.py and dispatches on it in training/launch.py
-LEAD_PATCH = "backend" in config.schema()
-
-import tensorflow as tf  # noqa: E402
-
 from ganforge.tf.train import losses as tf_losses  # noqa: E402
 from ganforge.tf.train.models import keras_discriminator, keras_generator, load_torch_state, torch_state  # noqa: E402
 from ganforge.tf.train.trainer import TF_LOSSES, KerasEMA, TFTrainer, check_config, ema_decay  # noqa: E402
+from ganforge.training.ema import EMA  # noqa: E402
 from ganforge.training.launch import train  # noqa: E402
 from ganforge.training.loop import Loop  # noqa: E402
 
@@ -55,20 +51,9 @@ TINY = FAST + ["train.log_every=2", "train.sample_every=3", "train.checkpoint_ev
 ATTRS = ["Male", "Smiling", "Eyeglasses"]
 
 
-@pytest.fixture(scope="module")
-def backend_key():
-    """config.yaml of a TF run says `backend: tensorflow`; until config.py declares the key, declare it here."""
-    if LEAD_PATCH:
-        yield
-        return
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(config.SCHEMA, "backend", config.Key("torch", str, "torch or tensorflow",
-                                                        choices=("torch", "tensorflow")))  # fmt: skip
-        yield
-
-
 def tf_config(preset: str, overrides: list[str]) -> dict:
-    return {**config.load_config(preset, overrides), "backend": "tensorflow"}
+    """A config that trains on TensorFlow, through the schema's `backend` key (a validated override)."""
+    return config.load_config(preset, [*overrides, "backend=tensorflow"])
 
 
 def attribute_data(n: int = 64) -> types.SimpleNamespace:
@@ -89,7 +74,7 @@ RUNS = {
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, backend_key) -> dict[str, tuple[Path, TFTrainer, dict]]:
+def runs(tmp_path_factory) -> dict[str, tuple[Path, TFTrainer, dict]]:
     """Each run trained once, as the launcher does it: resolved labels, a new run dir, the loop around TFTrainer."""
     out = {}
     for name, (preset, over, make) in RUNS.items():
@@ -234,7 +219,7 @@ def test_cli_sample_and_export_read_a_tf_run(runs, tmp_path):
     ("fashion_mnist_wgan_gp", ["model.nf=4", "train.d_steps=2", "data.hflip=true"], False),  # GP, d_steps, flips
     ("fashion_mnist_mlp", ["model.hidden=8", "data.resolution=32", "model.conditional=true"], True),  # dropout
 ])  # fmt: skip
-def test_resume_is_bitwise(tmp_path, backend_key, preset, over, labels):
+def test_resume_is_bitwise(tmp_path, preset, over, labels):
     """10 steps == 5 steps, then resume to 10: every tensor of the step-10 checkpoint (weights, BatchNorm
     statistics, G_ema, Adam moments) and every logged loss are identical."""
     data = synthetic_data(n=64, labels=labels)
@@ -255,7 +240,7 @@ def test_resume_is_bitwise(tmp_path, backend_key, preset, over, labels):
 
 
 @pytest.mark.parametrize("loss", ["nsgan", "lsgan", "hinge", "wgan-gp"])
-def test_each_loss_trains_finitely(loss, backend_key):
+def test_each_loss_trains_finitely(loss):
     over = ["model.nf=4", f"loss.name={loss}"] + (["model.d_norm=none"] if loss == "wgan-gp" else [])
     tr = TFTrainer(tf_config("fashion_mnist_dcgan", TINY + over), None, data=synthetic_data(n=64), quiet=True)
     before = torch_state(tr.G)
@@ -334,7 +319,7 @@ def test_ema_matches_torch(step, images, decay, start, kimg):
         np.testing.assert_allclose(got[k], v.numpy(), rtol=3e-7, atol=1e-6, err_msg=k)
 
 
-def test_unsupported_configs_are_one_line_errors(tmp_path, backend_key):
+def test_unsupported_configs_are_one_line_errors(tmp_path):
     for preset in ("fashion_mnist_sngan", "fashion_mnist32_progan", "fashion_mnist32_stylegan2"):
         with pytest.raises(UserError) as e:
             check_config(tf_config(preset, []))
@@ -349,7 +334,7 @@ def test_unsupported_configs_are_one_line_errors(tmp_path, backend_key):
     assert not (tmp_path / "r").exists()
 
 
-def test_resuming_a_torch_checkpoint_is_refused(runs, backend_key):
+def test_resuming_a_torch_checkpoint_is_refused(runs):
     path, trainer, _ = runs["dcgan"]
     c = RunDir.open(path).latest()
     c.meta = {**c.meta, "backend": "torch"}
@@ -357,17 +342,26 @@ def test_resuming_a_torch_checkpoint_is_refused(runs, backend_key):
         trainer.load_state(c)
 
 
-@pytest.mark.skipif(not LEAD_PATCH, reason="needs `backend` in config.py and the dispatch in training/launch.py")
 def test_ganforge_train_backend_tensorflow(tmp_path, capsys):
-    """Through the launcher: a new run, a resume that stays on TensorFlow, and the unsupported-family exit 2."""
-
-    run, summary = train("fashion_mnist_dcgan", TINY + ["model.nf=4", "backend=tensorflow", "train.steps=3"],
-                         run_dir=tmp_path / "r", data=synthetic_data(n=64), quiet=True)  # fmt: skip
-    assert summary["step"] == 3 and RunDir.open(run.path).latest().meta["backend"] == "tensorflow"
-    _, summary = train(None, ["train.steps=5"], resume=run.path, data=synthetic_data(n=64), quiet=True)
-    c = RunDir.open(run.path).latest()
-    assert summary["step"] == 5 and c.meta["backend"] == "tensorflow" and c.meta["optim"]["opt_G"]["iterations"] == 5
+    """Through the CLI, nothing patched: a new run on TensorFlow, a resume that stays on TensorFlow (its optimizer
+    counters go on), and the unsupported-family exit 2 before any folder."""
+    images = png_folder(tmp_path / "imgs", 32)
+    run = tmp_path / "r"
+    args = ["model.nf=4", "train.batch_size=16", "train.checkpoint_every=3", f"data.source={images}"]
+    assert main(["train", "fashion_mnist_dcgan", *args, "backend=tensorflow", "train.steps=3", "--run-dir", str(run),
+                 "--quiet"]) == 0, capsys.readouterr().err  # fmt: skip
+    assert RunDir.open(run).latest().meta["backend"] == "tensorflow"
+    assert config.load_config(str(run / "config.yaml"), [])["backend"] == "tensorflow"
+    assert main(["train", "--resume", str(run), "train.steps=5", "--quiet"]) == 0, capsys.readouterr().err
+    c = RunDir.open(run).latest()
+    assert c.meta["step"] == 5 and c.meta["backend"] == "tensorflow" and c.meta["optim"]["opt_G"]["iterations"] == 5
     capsys.readouterr()
     assert main(["train", "fashion_mnist_sngan", "backend=tensorflow", "--run-dir", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "mlp and dcgan" in err and not (tmp_path / "s").exists()
+    # one process only: --nproc is refused before any worker, data or folder
+    assert main(["train", "fashion_mnist_dcgan", *args, "backend=tensorflow", "--nproc", "2", "--run-dir",
+                 str(tmp_path / "n")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err == "ganforge: error: backend tensorflow trains in one process; leave out --nproc / torchrun"
+    assert not (tmp_path / "n").exists()

@@ -10,6 +10,7 @@ import torch
 from conftest import FAST, synthetic_data
 from safetensors.torch import load_file
 
+from ganforge import config
 from ganforge.errors import TrainingDiverged, UserError
 from ganforge.generate import load_generator, sample, sample_to_files
 from ganforge.runs import checkpoint as ckpt
@@ -165,12 +166,24 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, data32, monkeypatch):
 
 
 def test_init_from_finetunes_with_fresh_optimizer(tmp_path, data32):
+    """G, D and G_ema come from the source run; the optimizers (Adam moments, step counters) and the step start
+    fresh."""
     src, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=10"], run_dir=tmp_path / "src", data=data32, quiet=True)
-    run, summary = train("fashion_mnist_dcgan", FAST + ["train.steps=1", "train.lr_g=0", "train.lr_d=0", "train.ema=false"],
+    c = ckpt.read_checkpoint(src.path / "checkpoints" / "step-00000010.safetensors")
+    tr = Trainer(config.load_config("fashion_mnist_dcgan", FAST), data=data32, quiet=True)
+    tr.init_from(c)
+    for prefix, module in (("G", tr.G), ("D", tr.D), ("G_ema", tr.ema.model)):
+        for k, v in module.state_dict().items():
+            assert torch.equal(v, c.tensors[f"{prefix}.{k}"]), f"{prefix}.{k}"
+    assert not tr.opt_G.state and not tr.opt_D.state  # no Adam moments carried over
+    run, summary = train("fashion_mnist_dcgan", FAST + ["train.steps=1", "train.lr_g=0", "train.lr_d=0"],
                          run_dir=tmp_path / "ft", init_from=src.path, data=data32, quiet=True)  # fmt: skip
-    a, b = _g_tensors(src.path, 10), _g_tensors(run.path, 1)
-    weights = [k for k in a if k.endswith("weight")]
-    assert all(torch.equal(a[k], b[k]) for k in weights)  # lr 0: weights are exactly the source's
+    a, b = (load_file(str(r / "checkpoints" / f"step-{s:08d}.safetensors")) for r, s in ((src.path, 10), (run.path, 1)))
+    weights = [k for k in a if k.split(".")[0] in ("G", "D") and k.endswith("weight")]
+    assert len(weights) > 4 and all(torch.equal(a[k], b[k]) for k in weights)  # lr 0: exactly the source's
+    steps = {k: v.item() for k, v in b.items() if k.startswith("opt_") and k.endswith(".step")}
+    assert steps and set(steps.values()) == {1.0} and {a[k].item() for k in steps} == {10.0}  # counters restart
+    assert summary["step"] == 1
     with pytest.raises(UserError, match="does not fit this model"):
         train("fashion_mnist_dcgan", FAST + ["model.nf=16", "train.steps=1"], run_dir=tmp_path / "ft2",
               init_from=src.path, data=data32, quiet=True)  # fmt: skip
@@ -249,3 +262,23 @@ def test_training_never_imports_tensorflow(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert list((tmp_path / "r" / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow  # two 4-step trainings: ~20-45 s on a busy machine
+def test_channels_last_changes_cpu_results_only_by_float_round_off(tmp_path, data32):
+    """`train.channels_last` (on by default) is a memory layout, not a different computation: it really is used
+    (the trainer's conv weights are channels-last), and 4 steps with and without it agree to float32 round-off.
+    Not bitwise: oneDNN sums convolutions in another order for channels-last tensors (~1e-6 relative here)."""
+    base = FAST + ["train.steps=4", "train.checkpoint_every=4", "train.tensorboard=false"]
+    tr = Trainer(config.load_config("fashion_mnist_dcgan", base), data=data32, quiet=True)
+    conv = next(p for p in tr.D.parameters() if p.dim() == 4)
+    assert tr.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    t = {}
+    for on in ("true", "false"):
+        train("fashion_mnist_dcgan", base + [f"train.channels_last={on}"], run_dir=tmp_path / on, data=data32,
+              quiet=True)  # fmt: skip
+        t[on] = load_file(str(tmp_path / on / "checkpoints" / "step-00000004.safetensors"))
+    assert t["true"].keys() == t["false"].keys()
+    for k, a in t["true"].items():
+        b = t["false"][k]
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-12), k

@@ -20,12 +20,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, synthetic_data, tiny_runs
+from conftest import FAST, need_extra, synthetic_data, tiny_runs
 from PIL import Image
 from starlette.testclient import TestClient
 
 from ganforge.cli import main
-from ganforge.generate import load_generator, make_labels, sample, style_mix
+from ganforge.generate import load_generator, make_labels, sample, seed_latents, style_mix
 from ganforge.images import make_grid
 from ganforge.training.launch import train
 from ganforge.web import LIMITS, create_app
@@ -122,8 +122,14 @@ def test_truncation_interpolation_and_style_mixing(client, served):
     for t, seed in [(0.0, 11), (1.0, 12)]:  # the slider's ends are the two seeds' images
         img = decode(post(client, "stylegan2/interpolate", {"seeds": [11, 12], "t": t, "space": "w"}).content)
         assert np.array_equal(img, expected(sample(G, 1, seed=seed)))
-    mid = post(client, "stylegan2/interpolate", {"seeds": [11, 12], "t": 0.5}).content
-    assert decode(mid).shape == (32, 32)
+    mid = decode(post(client, "stylegan2/interpolate", {"seeds": [11, 12], "t": 0.5}).content)
+    a, b = seed_latents(G, [11, 12])  # the default: slerp in z, written out here
+    omega = torch.arccos((a / a.norm()) @ (b / b.norm()))
+    z = (torch.sin(0.5 * omega) * (a + b) / torch.sin(omega))[None]
+    with torch.no_grad():
+        want = G.synthesis(G.mapping(z, None), noise_mode="const").clamp(-1, 1)
+    assert np.abs(mid.astype(int) - expected(want)).max() <= 1
+    assert not np.array_equal(mid, expected(sample(G, 1, seed=11)))
     r = post(client, "stylegan2/style-mix", {"rows": [1, 2], "cols": [3, 4, 5], "layers": "middle", "psi": 0.8})
     want = style_mix(G, [1, 2], [3, 4, 5], "middle", 0.8)
     assert np.array_equal(decode(r.content), expected(want, 4))
@@ -134,7 +140,8 @@ def test_conditional_runs_take_a_class_or_attributes(client, served):
     r = post(client, "classes/grid", {"seed": 1, "n": 4, "class": "3"})
     assert np.array_equal(decode(r.content), expected(sample(cls.G, 4, seed=1, labels=torch.full((4,), 3))))
     every = post(client, "classes/grid", {"seed": 1, "n": 20})  # no class: every class in turn, one per column
-    assert decode(every.content).shape == (2 * 34 + 2, 10 * 34 + 2)
+    want = expected(sample(cls.G, 20, seed=1, labels=torch.arange(20) % 10), 10)
+    assert want.shape == (2 * 34 + 2, 10 * 34 + 2) and np.array_equal(decode(every.content), want)
     r = post(client, "classes/grid", {"class": "cat"})
     assert r.status_code == 422 and "unknown class 'cat'; choose one of: 0, 1" in r.json()["error"]
     att = served["attrs"]
@@ -267,7 +274,7 @@ def test_concurrent_requests_do_not_crash_or_mix(server_url, client):
 def test_page_in_headless_chromium(server_url, served, tmp_path):
     """Load the page, change seed and truncation (the image changes and is the right one), download it, see a
     refusal in the page, and check that nothing but 127.0.0.1 was ever contacted."""
-    from playwright.sync_api import sync_playwright
+    sync_playwright = need_extra("playwright.sync_api", "test").sync_playwright
 
     G = served["stylegan2"].G
     outside: list[str] = []
@@ -317,8 +324,9 @@ def test_page_in_headless_chromium(server_url, served, tmp_path):
             src2, img2 = shown(page, src1)
             assert np.array_equal(img2, expected(sample(G, 16, seed=5, truncation_psi=0.5)))
             assert not np.array_equal(img2, img1) and page.inner_text("#psi-value") == "0.50"
-            page.wait_for_timeout(300)  # let the other sections' re-renders land
-            assert page.get_attribute("#grid-download", "href") == src2
+            # the download link follows the shown grid (waiting on that condition, not on a fixed sleep)
+            page.wait_for_function("src => document.querySelector('#grid-download').getAttribute('href') === src",
+                                   arg=src2, timeout=10_000)  # fmt: skip
             with page.expect_download() as dl:
                 page.click("#grid-download")
             assert dl.value.suggested_filename == "stylegan2-seed5-n16.png"

@@ -114,6 +114,14 @@ class Checkpoint:
         """The one rule for which generator to use: G_ema when asked for and the run kept one, else G."""
         return "G_ema" if ema and any(k.startswith("G_ema.") for k in self.tensors) else "G"
 
+    def require_state(self, *keys: str) -> None:
+        """Resuming reads training state from the sidecar; a sidecar without it (hand-edited, or from another tool,
+        so no meta_sha256 caught it) is a one-line error, not a KeyError."""
+        missing = [k for k in keys if k not in self.meta]
+        if missing:
+            raise UserError(f"{self.path.with_suffix('.json').name} has no {', '.join(map(repr, missing))}: this "
+                            "checkpoint cannot be resumed; start a new run from its weights with --init-from")  # fmt: skip
+
     def describe(self) -> str:
         c = self.meta.get("config", {})
         m, d = c.get("model", {}), c.get("data", {})

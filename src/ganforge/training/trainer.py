@@ -312,6 +312,7 @@ class Trainer(BackendBase):
         """Restore models, optimizers, EMA, counters, data position and every RNG stream. A checkpoint of a run on
         the same number of processes restores each process's own streams (bitwise continuation); another
         number continues from the global state (images seen, schedules, data position) and says so."""
+        c.require_state("optim", "data", *(() if "ranks" in c.meta else ("rng",)))
         what = f" {c.path.name} ({c.describe()})"
         ckpt.load_module("G", self.G, c.tensors, what)
         ckpt.load_module("D", self.D, c.tensors, what)

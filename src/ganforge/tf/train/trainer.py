@@ -377,6 +377,7 @@ class TFTrainer(BackendBase):
         if c.meta.get("backend", "torch") != "tensorflow":
             raise UserError(f"{c.path.name} was written by the torch backend; resume it with backend=torch, or start "
                             "a new TensorFlow run from its weights with --init-from")  # fmt: skip
+        c.require_state("optim", "data")
         self._load_models(c)
         for prefix, opt, model in (("opt_G", self.opt_G, self.G), ("opt_D", self.opt_D, self.D)):
             _load_adam(opt, model, {k[len(prefix) + 1 :]: v.numpy() for k, v in c.tensors.items()
