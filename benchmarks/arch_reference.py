@@ -115,9 +115,9 @@ def reference_problem(ref_dir: str | None) -> str | None:
     """What is wrong with the --reference argument, or None."""
     if not ref_dir:
         return ("pass --reference DIR (a checkout of https://github.com/NVlabs/stylegan2-ada-pytorch) or set "
-                "STYLEGAN2_ADA_DIR")  # fmt: skip
+                "STYLEGAN2_ADA_DIR")
     missing = [p for p in ("training/networks.py", "training/loss.py", "torch_utils/ops/bias_act.py")
-               if not (Path(ref_dir) / p).is_file()]  # fmt: skip
+               if not (Path(ref_dir) / p).is_file()]
     return f"--reference {ref_dir}: not a stylegan2-ada-pytorch checkout (no {missing[0]})" if missing else None
 
 
@@ -157,11 +157,11 @@ def official_stylegan2(ref: types.SimpleNamespace, cfg: dict[str, Any]) -> tuple
         mapping_kwargs={"num_layers": m["mapping_layers"], "lr_multiplier": m["mapping_lr_mult"],
                         "w_avg_beta": m["w_avg_beta"]},
         synthesis_kwargs={"channel_base": m["nf"] * res, "channel_max": m["nf_max"], **common},
-    )  # fmt: skip
+    )
     D = ref.networks.Discriminator(
         c_dim=0, img_resolution=res, img_channels=d["channels"], channel_base=(m.get("d_nf") or m["nf"]) * res,
         channel_max=m["nf_max"], epilogue_kwargs={"mbstd_group_size": m["mbstd_group"]}, **common,
-    )  # fmt: skip
+    )
     return G, D
 
 
@@ -176,7 +176,7 @@ class OfficialLoop:
             torch.device("cpu"), G_mapping=self.G.mapping, G_synthesis=self.G.synthesis, D=self.D,
             style_mixing_prob=m["style_mixing"], r1_gamma=lc["r1_gamma"], pl_weight=lc["pl_weight"],
             pl_decay=lc["pl_decay"],
-        )  # fmt: skip
+        )
         opt_g, opt_d = adam(self.G, t["lr_g"], t), adam(self.D, t["lr_d"], t)
         g_phases = [("Gmain", 1), ("Greg", lc["pl_every"])] if lc["pl_weight"] else [("Gboth", 1)]
         d_phases = [("Dmain", 1), ("Dreg", lc["r1_every"])] if lc["r1_gamma"] else [("Dboth", 1)]
@@ -252,7 +252,7 @@ class LayersProGANG(nn.Module):
         convs = [nets.Conv2dLayer(ch[0], ch[0], 3, activation="lrelu")]
         for k in range(1, len(ch)):
             convs += [nets.Conv2dLayer(ch[k - 1], ch[k], 3, activation="lrelu"),
-                      nets.Conv2dLayer(ch[k], ch[k], 3, activation="lrelu")]  # fmt: skip
+                      nets.Conv2dLayer(ch[k], ch[k], 3, activation="lrelu")]
         self.convs = nn.ModuleList(convs)
         self.torgb = nets.Conv2dLayer(ch[-1], channels, 1)
         self.register_buffer("box", ref.upfirdn2d.setup_filter([1, 1]))
@@ -281,9 +281,9 @@ class LayersProGAND(nn.Module):
             nn.ModuleList([nets.Conv2dLayer(ch[k], ch[k], 3, activation="lrelu"),
                            nets.Conv2dLayer(ch[k], ch[k - 1], 3, activation="lrelu")])
             for k in range(len(ch) - 1, 0, -1)
-        )  # fmt: skip
+        )
         self.epilogue = nets.DiscriminatorEpilogue(ch[0], cmap_dim=0, resolution=4, img_channels=channels,
-                                                   architecture="orig", mbstd_group_size=mbstd)  # fmt: skip
+                                                   architecture="orig", mbstd_group_size=mbstd)
         self.register_buffer("box", ref.upfirdn2d.setup_filter([1, 1]))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -391,7 +391,7 @@ def measure(model: str, ref_dir: str, steps: int, warmup: int) -> dict[str, dict
     images = np.random.default_rng(0).integers(0, 256, (1024, 32, 32, 1), dtype=np.uint8)
     ref = load_reference(ref_dir)
     kinds = {"official loop": OfficialLoop, "official nets, ganforge order": OfficialNetsGanforgeOrder,
-             "official layers": LayersProGANLoop}  # fmt: skip
+             "official layers": LayersProGANLoop}
     out: dict[str, dict[str, Any]] = {}
     runs: dict[str, Any] = {}
     for side in SIDES[model]:
@@ -400,7 +400,7 @@ def measure(model: str, ref_dir: str, steps: int, warmup: int) -> dict[str, dict
         run = runs[side] = ganforge_trainer(model, GANFORGE[side], images) if mine else kinds[side](ref, cfg, images)
         step = run.train_step if mine else run.step
         out[side] = {"step": step, "secs": [], "g_params": sum(p.numel() for p in run.G.parameters()),
-                     "d_params": sum(p.numel() for p in run.D.parameters())}  # fmt: skip
+                     "d_params": sum(p.numel() for p in run.D.parameters())}
         if not mine:
             out[side]["batch"] = run.batch
             out[side]["ops"] = [ref.bias_act._plugin is None, ref.upfirdn2d._plugin is None]
@@ -433,7 +433,7 @@ def img_per_s(rounds: list[dict[str, dict[str, Any]]], side: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reference", default=os.environ.get("STYLEGAN2_ADA_DIR"),
-                    help="checkout of NVlabs/stylegan2-ada-pytorch (default: $STYLEGAN2_ADA_DIR)")  # fmt: skip
+                    help="checkout of NVlabs/stylegan2-ada-pytorch (default: $STYLEGAN2_ADA_DIR)")
     ap.add_argument("--steps", type=int, default=16, help="timed steps per contender and round (16: one lazy R1)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
@@ -458,14 +458,14 @@ def main() -> None:
     for r in range(a.rounds):
         for m in models if r % 2 == 0 else models[::-1]:
             cmd = [sys.executable, __file__, "--reference", ref_dir, "--steps", str(a.steps), "--warmup",
-                   str(a.warmup), "--child", m]  # fmt: skip
+                   str(a.warmup), "--child", m]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"arch_reference: the {m} measurement failed:\n{proc.stderr[-4000:]}")
             res[m].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"torch {torch.__version__}, CPU fp32, {THREADS} threads; {a.rounds} rounds (a fresh process each) x "
           f"{a.steps} timed steps per contender, taken in turn, after {a.warmup} warm-up steps; "
-          f"reference: {ref_dir}")  # fmt: skip
+          f"reference: {ref_dir}")
     load.append(os.getloadavg()[0])
     cores = os.cpu_count() or 1
     print(f"load average (1 min) before/after: {load[0]:.1f}/{load[1]:.1f} on {cores} cores")
@@ -488,7 +488,7 @@ def main() -> None:
                 note.append(f"max abs diff of G, D outputs vs ganforge's {r0['max_diff']:.1e}")
             ratio = f"{ips['ganforge'] / ips[s]:.2f} | {rounds[0]:.2f}-{rounds[-1]:.2f}"
             print(f"| {s} | {r0['batch']} | {r0['g_params']:,} | {r0['d_params']:,} | {ips[s]:.1f} | {ratio} | "
-                  f"{'; '.join(note)} |")  # fmt: skip
+                  f"{'; '.join(note)} |")
 
 
 if __name__ == "__main__":

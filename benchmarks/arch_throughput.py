@@ -62,7 +62,7 @@ def main() -> None:
     for _ in range(a.rounds):
         for name, (preset, over) in MODELS.items():
             out = subprocess.run([sys.executable, "-c", CHILD, preset, str(a.steps), *over], check=True,
-                                 capture_output=True, text=True).stdout  # fmt: skip
+                                 capture_output=True, text=True).stdout
             res[name].append(json.loads(out.strip().splitlines()[-1]))
     base = statistics.median(r["img_s"] for r in res["dcgan"])
     print(f"{a.rounds} rounds x {a.steps} steps, presets as shipped, 32x32 Fashion-MNIST, CPU fp32")

@@ -67,7 +67,7 @@ class Setup:
             f"train.checkpoint_every={self.interval}", "train.sample_every=0", "train.tensorboard=false",
             "train.log_every=1", "train.threads=1", "train.keep_checkpoints=3", f"train.steps={self.steps}",
             "--run-dir", str(run_dir), "--quiet",
-        ]  # fmt: skip
+        ]
 
 
 @dataclass
@@ -209,7 +209,7 @@ def same_tensors(a: Path, b: Path) -> bool:
         ta.keys() == tb.keys()
         and any(k.startswith("G.") for k in ta)
         and all(ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape and ta[k].tobytes() == tb[k].tobytes() for k in ta)
-    )  # fmt: skip
+    )
 
 
 def same_metrics(run: Path, ref: Path, steps: int) -> bool:

@@ -52,7 +52,7 @@ def main() -> None:
             pred = judge.classifier(img.flatten(0, 1)).argmax(1).view(len(seeds), 3)
             flips = float((pred[:, 0] != pred[:, 2]).float().mean())
             line = f"  {k:>2} {dirs.names[k]:<12} importance {float(dirs.importance[k]):.3g}  |dx| {move:.3f}  " \
-                   f"top class changes on {flips:.0%} of seeds"  # fmt: skip
+                   f"top class changes on {flips:.0%} of seeds"
             if method == "classifier":
                 c = judge.class_names.index(dirs.names[k])
                 sweep = edit(G, seeds, dirs, k, STRENGTHS)
@@ -62,7 +62,7 @@ def main() -> None:
                 became = float((pred[:, 2] == c).float().mean())
                 base = float((pred[:, 1] == c).float().mean())
                 line += (f"; log-odds rise -3 -> +3 on {rise:.0%}, monotone on {mono:.0%}; predicted {dirs.names[k]} "
-                         f"on {base:.0%} at 0, {became:.0%} at +3")  # fmt: skip
+                         f"on {base:.0%} at 0, {became:.0%} at +3")
             print(line)
         if method == "sefa":  # the baseline: random unit directions in the same space
             rand = torch.nn.functional.normalize(

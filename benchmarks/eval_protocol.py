@@ -61,14 +61,14 @@ def main() -> int:
             run = Path(tmp) / "dcgan"
             train("fashion_mnist_dcgan", [f"train.steps={a.steps}", "train.eval_every=0", "train.sample_every=0",
                                           f"train.checkpoint_every={a.steps}", "train.tensorboard=false"],
-                  run_dir=run, quiet=True)  # fmt: skip
+                  run_dir=run, quiet=True)
         G, cfg = load_generator(run)  # standing statistics (stored, or computed now for older checkpoints)
         old = copied_stats(G, run)
         nets = {r: build_network(NET, resize=r) for r in ("legacy", "clean")}
 
         def fid(G_: torch.nn.Module, resize: str = "legacy", **kw: object) -> dict:
             return evaluate_generator(G_, cfg, metrics="fid", n=a.n, network=nets[resize], progress=False, ema=True,
-                                      **kw)  # fmt: skip
+                                      **kw)
 
         fid(G, standing_stats=True)  # warm: reference features computed and cached
         rows = [("default: uint8, legacy resize, standing statistics", fid(G, standing_stats=True)),
@@ -95,7 +95,7 @@ def main() -> int:
         from ganforge.metrics.evaluate import reference_features
 
         ref, _ = reference_features(cfg["data"]["source"], real, resolution=cfg["data"]["resolution"],
-                                    channels=cfg["data"]["channels"], n=None, progress=False)  # fmt: skip
+                                    channels=cfg["data"]["channels"], n=None, progress=False)
         fake = extract(real, [x], progress=False)["features"]
         t = time.perf_counter()
         fi, _ = fid_infinity(ref["mu"], ref["sigma"], fake)
@@ -104,10 +104,10 @@ def main() -> int:
         ppl = perceptual_path_length(G, feature_distance(real), a.n)
         t_p = time.perf_counter() - t
         print(f"\nCost against one default evaluation ({t_eval:.2f} s: {a.n:,} samples + features + FID, reference "
-              f"cached); FID∞ = {fi:.3f}, PPL(z, end) = {ppl:.1f}")  # fmt: skip
+              f"cached); FID∞ = {fi:.3f}, PPL(z, end) = {ppl:.1f}")
         print("| part | seconds | share of an evaluation |\n|---|---|---|")
         for name, s in (("quantisation", t_q), ("standing statistics", t_s), ("FID∞ (15 subset sizes)", t_fi),
-                        (f"PPL ({a.n:,} pairs)", t_p)):  # fmt: skip
+                        (f"PPL ({a.n:,} pairs)", t_p)):
             print(f"| {name} | {s:.3f} | {s / t_eval:.1%} |")
     return 0
 

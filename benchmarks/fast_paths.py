@@ -76,15 +76,15 @@ def main() -> None:
     names = [v for v in variants(device) if not any(v.startswith(s) for s in skip)]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, batch {a.batch}, {a.steps} timed steps x {a.rounds} rounds "
-          f"after {a.warmup} warm-up steps\n")  # fmt: skip
+          f"after {a.warmup} warm-up steps\n")
     print("| preset | " + " | ".join(f"{n} img/s" for n in names) + " | " + " | ".join(f"{n} / plain" for n in names[1:])
-          + " |")  # fmt: skip
+          + " |")
     print("|" + "---|" * (1 + 2 * len(names) - 1))
     for preset in a.presets.split(","):
         trainers = {}
         for name in names:
             cfg = load_config(preset, [f"device={device.type}", f"train.batch_size={a.batch}", "train.ema=true",
-                                       *PLAIN, *variants(device)[name]])  # fmt: skip
+                                       *PLAIN, *variants(device)[name]])
             t = Trainer(cfg, data=synthetic(cfg), quiet=True)
             for _ in range(a.warmup):
                 t.train_step()

@@ -122,7 +122,7 @@ def exit_code(results: list[Result]) -> int:
 
 def _ctx(a: argparse.Namespace) -> dict[str, Any]:
     return {"device": a.device, "quick": a.quick, "fmnist": a.fmnist_dir or None, "work": Path(a.work),
-            "steps": a.steps, "demo_seconds": a.demo_seconds, "budget": a.budget}  # fmt: skip
+            "steps": a.steps, "demo_seconds": a.demo_seconds, "budget": a.budget}
 
 
 def _data_over(c: dict[str, Any]) -> list[str]:
@@ -177,7 +177,7 @@ def check_env(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     import torch
 
     n: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
-                         "cuda_available": torch.cuda.is_available(), "cuda_runtime": torch.version.cuda}  # fmt: skip
+                         "cuda_available": torch.cuda.is_available(), "cuda_runtime": torch.version.cuda}
     extras: dict[str, Callable[[], Any]] = {"triton": lambda: __import__("triton").__version__}
     if torch.cuda.is_available():
         extras.update(
@@ -186,7 +186,7 @@ def check_env(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
             capability=lambda: ".".join(map(str, torch.cuda.get_device_capability(0))),
             bf16=torch.cuda.is_bf16_supported, cudnn=torch.backends.cudnn.version,
             nccl=lambda: str(torch.cuda.nccl.version()),
-        )  # fmt: skip
+        )
     for key, get in extras.items():  # facts only: none of them may fail the check (the parent reads cuda_available)
         try:
             n[key] = get()
@@ -202,10 +202,10 @@ def check_pytest(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     import importlib.util
 
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                   if "pytest.mark.cuda" in p.read_text())  # fmt: skip
+                   if "pytest.mark.cuda" in p.read_text())
     expr = "cuda and not slow" if c["quick"] else "cuda"
     cmd = [sys.executable, "-m", "pytest", "-m", expr, "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfEs",
-           *files]  # fmt: skip
+           *files]
     if importlib.util.find_spec("pytest_timeout") is not None:
         cmd.append("--timeout=150")
     env = dict(os.environ, GANFORGE_TEST_DEVICE=c["device"], PYTHONPATH=str(ROOT / "src"))
@@ -213,7 +213,7 @@ def check_pytest(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(10, c["budget"] - 5))
     print(p.stdout[-20000:], p.stderr[-5000:], sep="\n", flush=True)
     summary = next((ln.strip("= ") for ln in reversed(p.stdout.splitlines())
-                    if re.search(r"\d+ (passed|failed|skipped|error|deselected)", ln)), "")  # fmt: skip
+                    if re.search(r"\d+ (passed|failed|skipped|error|deselected)", ln)), "")
     failed = [ln.split(" - ")[0] for ln in p.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
     n = {"expr": expr, "files": len(files), "summary": summary}
     if failed:
@@ -237,11 +237,11 @@ def check_family(c: dict[str, Any], family: str) -> tuple[str, str, dict[str, An
     n_steps = c["steps"]
     half = n_steps // 2
     small = ["model.nf=8", "model.nf_max=16", "model.z_dim=16", "model.w_dim=16", "train.batch_size=8",
-             "model.hidden=32", "model.d_nf=8"] if c["quick"] else []  # fmt: skip
+             "model.hidden=32", "model.d_nf=8"] if c["quick"] else []
     if c["quick"] and family == "progan":
         small += ["grow.batch_sizes=[8,8,8,8]", "grow.fade_images=16", "grow.stable_images=16"]
     common = [f"device={c['device']}", *extra, *small, *_quiet(), *_data_over(c), "train.log_every=1",
-              f"train.checkpoint_every={half}", "train.keep_checkpoints=5"]  # fmt: skip
+              f"train.checkpoint_every={half}", "train.keep_checkpoints=5"]
     w = c["work"] / family
     n: dict[str, Any] = {"steps": n_steps}
     with warnings.catch_warnings(record=True) as caught:
@@ -250,7 +250,7 @@ def check_family(c: dict[str, Any], family: str) -> tuple[str, str, dict[str, An
         _train(c, preset, common + [f"train.steps={half}"], run_dir=w / "resumed")
         _train(c, None, [f"train.steps={n_steps}"], resume=w / "resumed")
     nondet = sorted({str(x.message).split(" does not have")[0][:80] for x in caught
-                     if "deterministic" in str(x.message)})  # fmt: skip
+                     if "deterministic" in str(x.message)})
     ck = f"checkpoints/step-{n_steps:08d}.safetensors"
     a, b = load_file(str(w / "fp32" / ck)), load_file(str(w / "resumed" / ck))
     differ = [k for k in a if not torch.equal(a[k], b.get(k, torch.empty(0)))]
@@ -286,7 +286,7 @@ def check_family(c: dict[str, Any], family: str) -> tuple[str, str, dict[str, An
             spread = statistics.pstdev(tail) if len(tail) > 1 else 0.0  # the fp32 run's own step-to-step noise
             if not dm[k] <= MEAN_TOL[0] + MEAN_TOL[1] * abs(_last_quarter(ref[k])) + MEAN_STD * spread:
                 bad.append(f"{mode} mean {k} of the last quarter differs from fp32 by {dm[k]:.3g} "
-                           f"(fp32 tail std {spread:.3g})")  # fmt: skip
+                           f"(fp32 tail std {spread:.3g})")
         if mode == "fp16":
             meta = json.loads((w / mode / ck).with_suffix(".json").read_text())
             n["fp16_scale"] = {k: v.get("scale") for k, v in (meta.get("amp") or {}).items() if isinstance(v, dict)}
@@ -364,7 +364,7 @@ def check_torchrun(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     n: dict[str, Any] = {"WORLD_SIZE": os.environ.get("WORLD_SIZE"), "LOCAL_RANK": os.environ.get("LOCAL_RANK")}
     steps = 4 if c["quick"] else 50
     over = [f"device={c['device']}", *_quiet(), *_data_over(c), f"train.sync_bn={str(cuda).lower()}",
-            "train.checkpoint_every=0", "train.log_every=5"]  # fmt: skip
+            "train.checkpoint_every=0", "train.log_every=5"]
     if c["quick"]:
         over += ["model.nf=8", "train.batch_size=8"]
     # (1) `ganforge train` under torchrun with one process: the single-process path (sync_bn has nothing to sync)
@@ -406,7 +406,7 @@ def check_torchrun(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     if cuda and not n["sync_bn_layers"]:
         bad.append("no SyncBatchNorm layer after train.sync_bn=true")
     note = ("one GPU: SyncBatchNorm at world size 1 uses local batch statistics (its all-gather needs >= 2 GPUs); "
-            "NCCL collectives ran with one rank") if cuda else "CPU: gloo, sync_bn off (CUDA only)"  # fmt: skip
+            "NCCL collectives ran with one rank") if cuda else "CPU: gloo, sync_bn off (CUDA only)"
     n["note"] = note
     return ("FAIL", "; ".join(bad), n) if bad else ("ok", "", n)
 
@@ -457,7 +457,7 @@ def check_eval_parity(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     n = {"n": n_img, "real": what, "fid_cpu": fids[0], f"fid_{devices[1]}": fids[1], "fid_diff": abs(fids[0] - fids[1]),
          "max_feature_diff": float(np.abs(feats[0] - feats[1]).max()),
          "tf32_flags_outside_metrics": {"matmul": torch.backends.cuda.matmul.allow_tf32,
-                                        "cudnn": torch.backends.cudnn.allow_tf32}}  # fmt: skip
+                                        "cudnn": torch.backends.cudnn.allow_tf32}}
     if not abs(fids[0] - fids[1]) <= FID_TOL:
         return "FAIL", f"FID on {devices[1]} differs from CPU by {abs(fids[0] - fids[1]):.3g} (> {FID_TOL})", n
     return "ok", "", n
@@ -579,7 +579,7 @@ def check_demo(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     secs = c["demo_seconds"]
     over = [f"device={c['device']}", f"train.max_seconds={secs}", "train.steps=100000000", "train.eval_every=0",
             "train.sample_every=0", "train.checkpoint_every=0", "train.tensorboard=false",
-            f"train.log_every={5 if c['quick'] else 100}", *_data_over(c)]  # fmt: skip
+            f"train.log_every={5 if c['quick'] else 100}", *_data_over(c)]
     run, summary = _train(c, "fashion_mnist_dcgan", over, run_dir=c["work"] / "demo")
     from ganforge.runs import checkpoint as ckpt
 
@@ -587,7 +587,7 @@ def check_demo(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     meta = last.meta
     n: dict[str, Any] = {"train_s": round(float(meta["train_seconds"]), 1), "steps": summary["step"],
                          "stopped_by": summary.get("stopped_by"), "images_seen": meta["images_seen"],
-                         "img_s": round(meta["images_seen"] / max(float(meta["train_seconds"]), 1e-9), 1)}  # fmt: skip
+                         "img_s": round(meta["images_seen"] / max(float(meta["train_seconds"]), 1e-9), 1)}
     metrics = run.path / "metrics.jsonl"
     recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
     if len(recs) > 1:  # the first interval holds the warm-up
@@ -596,9 +596,9 @@ def check_demo(c: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     t0 = time.perf_counter()
     # `ganforge eval RUN`: 10k samples against the whole training set (quick: 1k against 2k)
     rec = evaluate_run(run.path, metrics="fid,kid,is", n=1000 if c["quick"] else 10000, device=c["device"],
-                       progress=False, n_ref=2000 if c["quick"] else None)  # fmt: skip
+                       progress=False, n_ref=2000 if c["quick"] else None)
     n.update(fid=round(rec["fid"], 3), kid=round(rec["kid"], 5), inception_score=round(rec["is"], 3),
-             eval_s=round(time.perf_counter() - t0, 1), eval_n=rec["n"], readme_cpu_fid_2000_steps=README_CPU["fid_2000_steps"])  # fmt: skip
+             eval_s=round(time.perf_counter() - t0, 1), eval_n=rec["n"], readme_cpu_fid_2000_steps=README_CPU["fid_2000_steps"])
     if not math.isfinite(rec["fid"]):
         return "FAIL", "FID not finite", n
     return "ok", "", n
@@ -721,7 +721,7 @@ class Parent:
         log = self.work / f"{check.name}.log"
         args = ["--child", check.name, "--child-out", str(out), "--device", self.device, "--work",
                 str(self.work / check.name), "--steps", str(self.a.steps), "--demo-seconds", str(self.a.demo_seconds),
-                "--budget", str(int(timeout)), "--fmnist-dir", self.fmnist or ""]  # fmt: skip
+                "--budget", str(int(timeout)), "--fmnist-dir", self.fmnist or ""]
         if self.a.quick:
             args.append("--quick")
         script = str(Path(__file__).resolve())
@@ -732,7 +732,7 @@ class Parent:
             cmd = [sys.executable, script, *args]
         fh = open(log, "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(check), stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+                                start_new_session=True)
         fh.close()
         print(f"  started {check.name} (timeout {timeout:.0f} s)", flush=True)
         return Running(check, proc, time.monotonic(), timeout, cut, out, log)
@@ -744,7 +744,7 @@ class Parent:
         if killed:
             res.status = "not finished" if r.cut else "FAIL"
             res.reason = (f"stopped at the global deadline after {res.seconds:.0f} s" if r.cut
-                          else f"timeout after {res.seconds:.0f} s")  # fmt: skip
+                          else f"timeout after {res.seconds:.0f} s")
         elif r.out.exists():
             d = json.loads(r.out.read_text())
             res.status, res.reason, res.numbers = d["status"], d["reason"], d["numbers"]
@@ -839,18 +839,18 @@ class Parent:
         mode = "quick (smoke) mode" if a.quick else "full mode"
         head = (f"ganforge GPU check, {mode}, device {self.device}: torch {env.get('torch')}, "
                 f"{env.get('gpu', 'no GPU')}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                f"{time.monotonic() - self.t_start:.0f} s of {a.deadline:.0f} s")  # fmt: skip
+                f"{time.monotonic() - self.t_start:.0f} s of {a.deadline:.0f} s")
         tol = (f"Tolerances: amp step-1 loss |amp - fp32| <= a + r*|fp32| with (a, r) bf16 {STEP1_TOL['bf16']}, "
                f"fp16 {STEP1_TOL['fp16']}; mean loss of the last quarter of the steps {MEAN_TOL} + {MEAN_STD} x the fp32 "
                f"run's std over that quarter; FID CUDA vs CPU "
-               f"{FID_TOL}.")  # fmt: skip
+               f"{FID_TOL}.")
         md = f"{head}\n\n{table(results)}\n\n{tol}\n"
         print("\n" + md, flush=True)
         (self.out / "gpu_check.md").write_text(md)
         doc = {"mode": mode, "device": self.device, "deadline_s": a.deadline, "env": env, "readme_cpu": README_CPU,
                "tolerances": {"step1": STEP1_TOL, "last_quarter_mean": MEAN_TOL, "last_quarter_std_factor": MEAN_STD,
                               "fid": FID_TOL},
-               "results": [r.__dict__ for r in results], "exit_code": exit_code(results)}  # fmt: skip
+               "results": [r.__dict__ for r in results], "exit_code": exit_code(results)}
         (self.out / "gpu_check.json").write_text(json.dumps(doc, indent=1, default=str))
 
 
@@ -859,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="folder for gpu_check.md/.json/.log (default $OUT, else ./gpu_check_out)")
     ap.add_argument("--deadline", type=float, default=480, help="seconds for the whole command (default 480)")
     ap.add_argument("--fmnist", help=f"folder with the 4 Fashion-MNIST IDX files (default {FMNIST_DEFAULT}, "
-                    f"then {FMNIST_SYSTEM})")  # fmt: skip
+                    f"then {FMNIST_SYSTEM})")
     ap.add_argument("--quick", action="store_true", help="tiny versions of the checks (CPU smoke run / dry run)")
     ap.add_argument("--steps", type=int, help="training steps per family and precision (default 200; quick 6)")
     ap.add_argument("--demo-seconds", type=float, help="training seconds of the demo recipe (default 90; quick 5)")

@@ -98,15 +98,15 @@ def main() -> None:
          f"{serial[0]:.2f} one at a time (CPU time: {batched[1]:.2f}, {serial[1]:.2f})"),
         (f"nearest of {a.pool:,} random samples", near_mse, feature_distance(loss, near, targets), ""),
         ("own samples, projected back", own_mse, feature_distance(loss, own_p.images, own), ""),
-    ]  # fmt: skip
+    ]
     print(f"run {a.run_dir} ({cfg['model']['name']}, {res}px), {a.n} Fashion-MNIST test images, steps {a.steps}, "
-          f"restarts {a.restarts}, loss: pixel MSE + {a.feature_weight:g} x {network}, {a.threads} CPU threads")  # fmt: skip
+          f"restarts {a.restarts}, loss: pixel MSE + {a.feature_weight:g} x {network}, {a.threads} CPU threads")
     print("| | pixel MSE | PSNR (dB) | feature distance | s / image (CPU) |")
     print("|---|---|---|---|---|")
     for name, m, f, s in rows:
         print(f"| {name} | {m.mean():.4f} | {psnr(m).mean():.1f} | {f.mean():.3f} | {s} |")
     print(f"projection closer than the nearest random sample (pixel MSE) on {int((proj_mse < near_mse).sum())} of "
-          f"{a.n} test images")  # fmt: skip
+          f"{a.n} test images")
     if a.figure:
         k = min(10, a.n)
         grid = torch.cat([targets[:k], p.images[:k], near[:k]])

@@ -31,7 +31,7 @@ def copied_stats(G: torch.nn.Module, run: Path) -> torch.nn.Module:
     old = copy.deepcopy(G)
     tensors = RunDir.open(run).latest().tensors
     old.load_state_dict({k: tensors["G." + k] if ("running_" in k or "num_batches" in k) else v
-                         for k, v in G.state_dict().items()})  # fmt: skip
+                         for k, v in G.state_dict().items()})
     return old
 
 
@@ -45,7 +45,7 @@ def fid_pair(run: Path, n: int) -> tuple[float, float]:
     old = copied_stats(G, run)
     kw = {"metrics": "fid", "n": n, "network": "fashion-mnist-cnn", "progress": False, "ema": True}
     return (evaluate_generator(old, cfg, standing_stats=False, **kw)["fid"],
-            evaluate_generator(G, cfg, standing_stats=True, **kw)["fid"])  # fmt: skip
+            evaluate_generator(G, cfg, standing_stats=True, **kw)["fid"])
 
 
 def main() -> int:
@@ -66,13 +66,13 @@ def main() -> int:
                 t0 = time.perf_counter()
                 run = Path(tmp) / f"{fam}-{seed}"
                 over = [f"train.steps={a.steps}", f"seed={seed}", "train.eval_every=0", "train.sample_every=0",
-                        f"train.checkpoint_every={a.steps}", "train.tensorboard=false"]  # fmt: skip
+                        f"train.checkpoint_every={a.steps}", "train.tensorboard=false"]
                 train(PRESETS[fam], over, run_dir=run, quiet=True)
                 b, s = fid_pair(run, a.n)
                 before.append(b)
                 after.append(s)
                 print(f"{fam} seed {seed}: FID {b:.3f} -> {s:.3f} with standing statistics "
-                      f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+                      f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
             diff = [s - b for b, s in zip(before, after, strict=True)]
             rows.append((fam, before, after, diff))
     sd = statistics.stdev if len(seeds) > 1 else (lambda v: 0.0)
@@ -81,7 +81,7 @@ def main() -> int:
     print("|---|---|---|---|")
     for fam, b, s, d in rows:
         print(f"| {fam} | {statistics.mean(b):.3f} ± {sd(b):.3f} | {statistics.mean(s):.3f} ± {sd(s):.3f} "
-              f"| {statistics.mean(d):+.3f} ± {sd(d):.3f} |")  # fmt: skip
+              f"| {statistics.mean(d):+.3f} ± {sd(d):.3f} |")
     return 0
 
 

@@ -97,11 +97,11 @@ def main() -> None:
                     res[b].append(_child(SPEED_CHILD, b, a.speed_steps, threads, PRESET)["img_s"])
             med = {b: statistics.median(v) for b, v in res.items()}
             print(f"| {threads} | {med['torch']:.0f} | {med['tensorflow']:.0f} | "
-                  f"{med['tensorflow'] / med['torch']:.2f}x |", flush=True)  # fmt: skip
+                  f"{med['tensorflow'] / med['torch']:.2f}x |", flush=True)
 
     if not a.skip_fid:
         print(f"\nquality: {PRESET}, {a.steps} steps, FID (fashion-mnist-cnn) of {a.n} G_ema samples vs the "
-              f"training set, {a.fid_threads} thread(s)")  # fmt: skip
+              f"training set, {a.fid_threads} thread(s)")
         print("| seed | backend | FID | train s | img/s (median logged) | final loss_d | final loss_g |")
         print("|---|---|---|---|---|---|---|")
         fids: dict[str, list[float]] = {b: [] for b in BACKENDS}
@@ -111,10 +111,10 @@ def main() -> None:
                     r = _child(TRAIN_CHILD, b, a.steps, seed, a.fid_threads, a.n, Path(tmp) / f"{b}-{seed}", PRESET)
                     fids[b].append(r["fid"])
                     print(f"| {seed} | {b} | {r['fid']:.2f} | {r['train_s']:.0f} | {r['img_s']:.0f} | "
-                          f"{r['loss_d']:.3f} | {r['loss_g']:.3f} |", flush=True)  # fmt: skip
+                          f"{r['loss_d']:.3f} | {r['loss_g']:.3f} |", flush=True)
         mt, mf = statistics.mean(fids["torch"]), statistics.mean(fids["tensorflow"])
         print(f"\nmean FID: torch {mt:.2f}, tensorflow {mf:.2f}: tensorflow / torch = {mf / mt:.2f} "
-              f"({'within' if mf <= 1.25 * mt else 'NOT within'} 25%)")  # fmt: skip
+              f"({'within' if mf <= 1.25 * mt else 'NOT within'} 25%)")
 
 
 if __name__ == "__main__":

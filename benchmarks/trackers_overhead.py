@@ -35,7 +35,7 @@ print(time.perf_counter() - t)
 def one(kind: str, steps: int, root: Path) -> tuple[float, float]:
     run = root / f"{kind}-{time.monotonic_ns()}"
     overrides = [f"train.steps={steps}", "model.nf=32", "train.batch_size=64", "train.log_every=5",
-                 "train.sample_every=50", "train.checkpoint_every=0", "train.tensorboard=false", "train.threads=2"]  # fmt: skip
+                 "train.sample_every=50", "train.checkpoint_every=0", "train.tensorboard=false", "train.threads=2"]
     if kind == "mlflow":
         overrides.append(f"log.mlflow=file:{root / 'mlruns'}")
     elif kind == "wandb":
@@ -61,7 +61,7 @@ def main() -> None:
             for k in kinds:
                 results[k].append(one(k, a.steps, Path(t)))
     print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores); {a.steps} steps, "
-          f"{a.rounds} rounds, median of rounds")  # fmt: skip
+          f"{a.rounds} rounds, median of rounds")
     base_ips = statistics.median(r[0] for r in results["none"])
     base_wall = statistics.median(r[1] for r in results["none"])
     print(f"{'tracker':<22}{'img/s (steady)':>16}{'vs none':>10}{'wall s':>10}{'vs none':>10}")

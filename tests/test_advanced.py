@@ -21,7 +21,7 @@ from ganforge.training.launch import train
 from ganforge.training.schedule import GrowSchedule
 
 SMALL_PG = ["model.nf=8", "model.nf_max=16", "model.z_dim=16", "train.log_every=5", "train.sample_every=10",
-            "train.checkpoint_every=10", "train.eval_every=0"]  # fmt: skip
+            "train.checkpoint_every=10", "train.eval_every=0"]
 
 def _sched(**grow):
     cfg = load_config("fashion_mnist32_progan", [f"grow.{k}={v}" for k, v in grow.items()])
@@ -35,7 +35,7 @@ def test_grow_schedule_phases():
         (st.level, st.alpha, st.batch_size) for st in map(s.stage, [0, 49, 50, 75, 149, 150, 199, 200, 350, 499, 10**6])
     ]
     assert seq == [(0, 1.0, 8), (0, 1.0, 8), (1, 0.0, 8), (1, 0.25, 8), (1, 0.99, 8), (1, 1.0, 8), (1, 1.0, 8),
-                   (2, 0.0, 4), (3, 0.0, 2), (3, 1.0, 2), (3, 1.0, 2)]  # fmt: skip
+                   (2, 0.0, 4), (3, 0.0, 2), (3, 1.0, 2), (3, 1.0, 2)]
     assert s.stage(350).resolution == 32
 
 
@@ -60,7 +60,7 @@ def test_progan_trains_through_the_stages_and_resumes_mid_fade_bitwise(tmp_path,
     """stable 4x4 for 96 images, then 8x8 fades in over 320: step 20 (batch 8) is in the middle of a fade."""
     data = synthetic_data(n=300)
     over = SMALL_PG + ["grow.fade_images=320", "grow.stable_images=96", "grow.batch_sizes=[16,8,8,8]",
-                       "model.conditional=false", f"device={test_device}"]  # fmt: skip
+                       "model.conditional=false", f"device={test_device}"]
     train("fashion_mnist32_progan", over + ["train.steps=40"], run_dir=tmp_path / "a", data=data, quiet=True)
     run, _ = train("fashion_mnist32_progan", over + ["train.steps=20"], run_dir=tmp_path / "b", data=data, quiet=True)
     c, _ = ckpt.latest_checkpoint(run.checkpoints)
@@ -80,10 +80,10 @@ def test_progan_trains_through_the_stages_and_resumes_mid_fade_bitwise(tmp_path,
 def test_stylegan2_with_ada_and_path_length_resumes_bitwise(tmp_path):
     data = synthetic_data(n=300)
     over = SMALL_SG + ["augment.name=ada", "augment.ada_speed=2000", "augment.ada_interval=2", "augment.ada_p=0.2",
-                       "loss.pl_weight=2", "loss.pl_every=2", "loss.r1_every=4"]  # fmt: skip
+                       "loss.pl_weight=2", "loss.pl_every=2", "loss.r1_every=4"]
     train("fashion_mnist32_stylegan2", over + ["train.steps=40"], run_dir=tmp_path / "a", data=data, quiet=True)
     run, _ = train("fashion_mnist32_stylegan2", over + ["train.steps=20"], run_dir=tmp_path / "b", data=data,
-                   quiet=True)  # fmt: skip
+                   quiet=True)
     c, _ = ckpt.latest_checkpoint(run.checkpoints)
     assert c.meta["parts"]["augment"]["p"] != 0.2, c.meta["parts"]  # p moved (2000-image speed) and is saved
     assert c.meta["parts"]["path_length"]["pl_mean"] > 0.0
@@ -100,7 +100,7 @@ def test_stylegan2_with_ada_and_path_length_resumes_bitwise(tmp_path):
 def test_ada_works_with_other_models_and_resume_restores_p(tmp_path):
     data = synthetic_data(n=200)
     over = ["model.nf=8", "train.batch_size=16", "augment.name=ada", "augment.ada_speed=500", "augment.ada_p=0.3",
-            "train.checkpoint_every=12"]  # fmt: skip
+            "train.checkpoint_every=12"]
     # 12 steps = 3 adjustments of +-0.128 (an odd number: p cannot be back at 0.3)
     run, _ = train("fashion_mnist_dcgan", over + ["train.steps=12"], run_dir=tmp_path / "r", data=data, quiet=True)
     c, _ = ckpt.latest_checkpoint(run.checkpoints)
@@ -137,14 +137,14 @@ def test_path_length_penalty_matches_its_definition():
 def test_pl_weight_needs_a_style_model(tmp_path):
     with pytest.raises(UserError, match="loss.pl_weight needs a style-based generator"):
         train("fashion_mnist_dcgan", ["loss.pl_weight=2", "train.steps=1"], run_dir=tmp_path / "r",
-              data=synthetic_data(n=100), quiet=True)  # fmt: skip
+              data=synthetic_data(n=100), quiet=True)
 
 
 @pytest.fixture(scope="module")
 def sg_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("sg")
     run, _ = train("fashion_mnist32_stylegan2", SMALL_SG + ["train.steps=10"], run_dir=d / "r",
-                   data=synthetic_data(n=100), quiet=True)  # fmt: skip
+                   data=synthetic_data(n=100), quiet=True)
     return run.path
 
 
@@ -170,15 +170,15 @@ def test_style_mix_api_uses_column_styles_at_chosen_layers(sg_run):
         style_layers(G, "9-99")
     seen = []
     hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: seen.append((i, inp[0].detach().clone())))
-             for i, m in G.synthesis.affines()]  # fmt: skip
+             for i, m in G.synthesis.affines()]
     img = style_mix(G, [1, 2], [3, 4, 5], "coarse")
     for h in hooks:
         h.remove()
     assert img.shape == (3 * 4, 1, 32, 32)
     w_row = G.mapping(torch.randn(1, G.z_dim, generator=__import__("ganforge").data.pipeline.seeded_generator(1, 0)),
-                      None)[0, 0]  # fmt: skip
+                      None)[0, 0]
     w_col = G.mapping(torch.randn(1, G.z_dim, generator=__import__("ganforge").data.pipeline.seeded_generator(4, 0)),
-                      None)[0, 0]  # fmt: skip
+                      None)[0, 0]
     coarse = set(style_layers(G, "coarse"))
     cell = 1 * 4 + 2  # row seed 1 (first row after the header), column seed 4
     for i, w in seen:
@@ -195,7 +195,7 @@ def test_cli_truncation_and_style_mix(sg_run, tmp_path, capsys):
     assert_png_is_grid(tmp_path / "t.png", truncated)
     assert not torch.equal(truncated, sample(G, 8))  # psi 0.5 changed the images
     assert main(["style-mix", str(sg_run), "--rows", "1,2", "--cols", "3,4,5", "--layers", "middle",
-                 "--grid", str(tmp_path / "m.png")]) == 0  # fmt: skip
+                 "--grid", str(tmp_path / "m.png")]) == 0
     mixed = style_mix(G, [1, 2], [3, 4, 5], "middle")
     assert_png_is_grid(tmp_path / "m.png", mixed, nrow=4)
     assert not torch.equal(mixed, style_mix(G, [1, 2], [3, 4, 5], "coarse"))
@@ -206,7 +206,7 @@ def test_cli_truncation_and_style_mix(sg_run, tmp_path, capsys):
 
 def test_truncation_on_a_model_without_styles_is_a_one_line_error(tmp_path, capsys):
     run, _ = train("fashion_mnist_dcgan", ["model.nf=8", "train.steps=2", "train.batch_size=16"], run_dir=tmp_path / "d",
-                   data=synthetic_data(n=100), quiet=True)  # fmt: skip
+                   data=synthetic_data(n=100), quiet=True)
     assert main(["sample", str(run.path), "--truncation", "0.7"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "truncation needs a style-based model (stylegan2)" in err

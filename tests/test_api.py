@@ -27,7 +27,7 @@ def test_import_ganforge_stays_light():
     code = ("import sys, ganforge; light = 'torch' not in sys.modules; "
             "print(light, callable(ganforge.load), 'ganforge.api' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(Path(ganforge.__file__).parents[1])})  # fmt: skip
+                         env={"PYTHONPATH": str(Path(ganforge.__file__).parents[1])})
     assert out.stdout.split() == ["True", "True", "True"]  # light, and `load` arrives on first use
 
 

@@ -50,7 +50,7 @@ def assert_one_line_error(rc, err, *words):
 def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     run = tmp_path / "run"
     rc, out, err = run_cli(["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "train.steps=10",
-                            "--run-dir", run, "--quiet"], capsys)  # fmt: skip
+                            "--run-dir", run, "--quiet"], capsys)
     assert rc == 0, err
     assert "broken.png" in err  # the corrupt file is named in a warning, and training went on
     assert f"run: {run}" in out and "step 10" in out
@@ -101,9 +101,9 @@ def test_bad_config_file_and_checkpoint_of_other_architecture(tmp_path, image_fo
     assert_one_line_error(rc, err, "not valid YAML")
     run = tmp_path / "run"
     assert run_cli(["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "train.steps=2",
-                    "--run-dir", run, "--quiet"], capsys)[0] == 0  # fmt: skip
+                    "--run-dir", run, "--quiet"], capsys)[0] == 0
     rc, _, err = run_cli(["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "model.nf=16",
-                          "--init-from", run, "--run-dir", tmp_path / "ft", "--quiet"], capsys)  # fmt: skip
+                          "--init-from", run, "--run-dir", tmp_path / "ft", "--quiet"], capsys)
     assert_one_line_error(rc, err, "does not fit this model", "nf=8")
     not_ckpt = tmp_path / "weights.txt"
     not_ckpt.write_text("hello")
@@ -143,7 +143,7 @@ def test_a_signal_to_a_real_process_saves_and_exits_0(tmp_path, image_folder, si
         [sys.executable, "-m", "ganforge", "train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST,
          "train.steps=100000", "train.checkpoint_every=0", "train.sample_every=0", "--run-dir", str(run), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-    )  # fmt: skip
+    )
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
@@ -172,7 +172,7 @@ def test_nan_through_the_cli_exits_3_with_the_last_good_checkpoint(tmp_path, ima
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     run = tmp_path / "run"
     rc, out, err = run_cli(["train", "fashion_mnist_dcgan", f"data.source={image_folder}", *FAST, "train.steps=40",
-                            "--run-dir", run, "--quiet"], capsys)  # fmt: skip
+                            "--run-dir", run, "--quiet"], capsys)
     assert rc == 3, err
     lines = [ln for ln in err.splitlines() if ln.startswith("ganforge: error: ")]
     assert len(lines) == 1 and "diverged at step 13" in lines[0] and "Traceback" not in err
@@ -181,7 +181,7 @@ def test_nan_through_the_cli_exits_3_with_the_last_good_checkpoint(tmp_path, ima
 
 def test_python_dash_m_and_exit_code(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ganforge", "train", "fashion_mnist_dcgan", "train.steps=zero"],
-                       capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "train.steps" in r.stderr
     assert not (tmp_path / "runs").exists()  # a bad config writes nothing
@@ -190,7 +190,7 @@ def test_python_dash_m_and_exit_code(tmp_path):
 def test_real_fashion_mnist_source_trains(tmp_path, capsys):
     need_fashion_mnist()
     rc, out, err = run_cli(["train", "fashion_mnist_dcgan", *FAST, "train.steps=3", "--run-dir", tmp_path / "r",
-                            "--quiet"], capsys)  # fmt: skip
+                            "--quiet"], capsys)
     assert rc == 0, err
     run = tmp_path / "r"
     start = json.loads((run / "events.jsonl").read_text().splitlines()[0])
@@ -237,7 +237,7 @@ def test_demo_with_evaluation_writes_grid_metrics_and_report(tmp_path, capsys):
 def test_overrides_may_follow_options(tmp_path, capsys):
     png_folder(tmp_path / "imgs", 32)
     rc, out, err = run_cli(["train", "fashion_mnist_dcgan", "--run-dir", tmp_path / "r", "--quiet", *FAST,
-                            f"data.source={tmp_path / 'imgs'}", "train.steps=2"], capsys)  # fmt: skip
+                            f"data.source={tmp_path / 'imgs'}", "train.steps=2"], capsys)
     assert rc == 0, err
     assert "step 2" in out
     rc, _, err = run_cli(["train", "fashion_mnist_dcgan", "--quiet", "stray"], capsys)
@@ -250,11 +250,11 @@ def test_sample_attr_draws_the_attribute_conditioned_images(tmp_path, capsys):
     from ganforge.training.launch import train
 
     run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=2", "model.conditional=true"], run_dir=tmp_path / "r",
-                   data=attribute_data(), quiet=True)  # fmt: skip
+                   data=attribute_data(), quiet=True)
     G, cfg = load_generator(run.path)
     assert cfg["model"]["label_names"] == ["Smiling", "Male"]
     rc, out, err = run_cli(["sample", run.path, "--n", "4", "--attr", "Smiling=1,Male=0", "--grid", tmp_path / "g.png"],
-                           capsys)  # fmt: skip
+                           capsys)
     assert rc == 0, err
     want = sample(G, 4, labels=torch.tensor([[1.0, 0.0]] * 4))
     assert_png_is_grid(tmp_path / "g.png", want)

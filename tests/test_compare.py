@@ -148,7 +148,7 @@ def test_compare_success_through_the_cli(tmp_path, common, capsys):
     evaluated with --eval-n images, and the report names both configurations."""
     out = tmp_path / "cli"
     rc = main(["compare", "fashion_mnist_dcgan", *common, "--run", "small=fashion_mnist_dcgan model.nf=4",
-               "--images", "32", "--seeds", "0,1", "--eval-n", "24", "--network", NET, "--out", str(out), "--quiet"])  # fmt: skip
+               "--images", "32", "--seeds", "0,1", "--eval-n", "24", "--network", NET, "--out", str(out), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     plan = json.loads((out / PLAN).read_text())
     assert set(plan["runs"]) == {"fashion_mnist_dcgan", "small"} and plan["budget"] == {"images": 32}

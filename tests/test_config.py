@@ -18,7 +18,7 @@ def test_presets_load_and_validate():
 
 def test_overrides_are_typed():
     cfg = load_config("fashion_mnist_dcgan", ["train.steps=40", "train.lr_d=1e-4", "model.nf=32", "seed=1",
-                                              "train.ema=false", "data.data_dir=/x"])  # fmt: skip
+                                              "train.ema=false", "data.data_dir=/x"])
     assert cfg["train"]["steps"] == 40 and isinstance(cfg["train"]["steps"], int)
     assert cfg["train"]["lr_d"] == pytest.approx(1e-4)
     assert cfg["model"]["nf"] == 32 and cfg["seed"] == 1 and cfg["train"]["ema"] is False

@@ -169,7 +169,7 @@ def test_second_process_is_refused_and_a_killed_process_leaves_no_stale_lock(
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             time.sleep(0.05)
         second = subprocess.run([sys.executable, "-m", "ganforge", "train", "--resume", str(run), "--quiet"],
-                                capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+                                capture_output=True, text=True, env=env, timeout=120)
         assert_one_line_error(
             second.returncode, second.stderr, "in use by another ganforge process", f"pid {first.pid}"
         )

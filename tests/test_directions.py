@@ -147,7 +147,7 @@ def test_classifier_directions_find_the_known_boundary_and_move_the_score_monoto
     u = torch.tensor([3.0, -1.0, 0.5, 0.0, 2.0, 0.0])
     G = Brightness(u / u.norm() * 0.5).eval()
     d = compute_directions(G, "classifier", Spec(n=1000, classifier=brightness_logits,
-                                                 class_names=["bright", "dark", "other"]))  # fmt: skip
+                                                 class_names=["bright", "dark", "other"]))
     assert set(d.names) == {"bright", "dark", "other"} and np.all(np.diff(d.importance.numpy()) <= 0)
     unit = u / u.norm()
     assert float(d.vectors[d.index("bright")] @ unit) > 0.95
@@ -277,7 +277,7 @@ def test_cli_directions_and_edit_write_their_outputs(runs, tmp_path, capsys):
     assert out.splitlines()[0].split() == ["index", "name", "eigenvalue"] and "sefa2" in out
     rc, out, err = run_cli(["edit", run, "--seeds", "1,2", "--direction", f"{tmp_path / 'd.npz'}:sefa1", "--strengths",
                         "-3,0,1.5", "--out", tmp_path / "e", "--grid", tmp_path / "g.png", "--gif",
-                        tmp_path / "g.gif"], capsys)  # fmt: skip
+                        tmp_path / "g.gif"], capsys)
     assert rc == 0, err
     manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
     assert [(m["seed"], m["strength"]) for m in manifest] == [(s, t) for s in (1, 2) for t in (-3.0, 0.0, 1.5)]
@@ -349,7 +349,7 @@ def test_keras_export_carries_directions_too(runs, gens, tmp_path, capsys):
     G, run = gens["dcgan"], runs["dcgan"]
     compute_directions(G, "sefa", Spec(k=2)).save(tmp_path / "d.npz")
     rc, _, err = run_cli(["export", run, "--format", "keras", "--out", tmp_path / "g.keras", "--directions",
-                      tmp_path / "d.npz"], capsys)  # fmt: skip
+                      tmp_path / "d.npz"], capsys)
     assert rc == 0, err
     d = read_metadata(tmp_path / "g.keras")["directions"][0]
     assert d["names"] == ["sefa0", "sefa1"] and np.array(d["vectors"]).shape == (2, G.z_dim)
@@ -362,7 +362,7 @@ def test_cli_conditional_direction_on_stylegan2_is_orthogonal_to_the_kept_one(ru
     common = ["--method", "classifier", "--n", "300", "--seed", "2"]
     assert run_cli(["directions", run, *common, "--out", tmp_path / "all.npz"], capsys)[0] == 0
     rc, out, err = run_cli(["directions", run, *common, "--condition", "Trouser", "--keep", "Dress,Bag", "--out",
-                            tmp_path / "c.npz"], capsys)  # fmt: skip
+                            tmp_path / "c.npz"], capsys)
     assert rc == 0, err
     assert "Trouser_keep_Dress_Bag" in out
     G = load_generator(run)[0]
@@ -384,12 +384,12 @@ def test_cli_edits_latent_files_and_conditional_seeds(runs, tmp_path, capsys):
     labels = make_labels(cfg, 2, "3")
     save_latent(tmp_path / "x.npz", Latent(seed_latents(G, [4, 9]), "z", labels), G)
     rc, _, err = run_cli(["edit", run, "--latent", tmp_path / "x.npz", "--direction", f"{tmp_path / 'd.npz'}:1",
-                          "--strengths", "0,2", "--out", tmp_path / "e"], capsys)  # fmt: skip
+                          "--strengths", "0,2", "--out", tmp_path / "e"], capsys)
     assert rc == 0, err
     manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
     assert [m["latent"] for m in manifest] == [f"{tmp_path / 'x.npz'}#{i}" for i in (0, 0, 1, 1)]
     rc, _, err = run_cli(["edit", run, "--seeds", "4,9", "--class", "3", "--direction", f"{tmp_path / 'd.npz'}:1",
-                          "--strengths", "0,2", "--out", tmp_path / "s"], capsys)  # fmt: skip
+                          "--strengths", "0,2", "--out", tmp_path / "s"], capsys)
     assert rc == 0, err
     for a, b in zip(sorted((tmp_path / "e").glob("*.png")), sorted((tmp_path / "s").glob("*.png")), strict=True):
         assert a.read_bytes() == b.read_bytes()  # the same z and class: the same edits

@@ -36,7 +36,7 @@ QUICK = FAST + ["train.tensorboard=false", "train.sample_every=0", "train.thread
 # BatchNorm in G (per-rank statistics), dropout in D (per-rank global RNG), GP and DiffAugment (per-rank part
 # stream), flips (global draw): every kind of randomness a resume has to restore per process
 MIXED = QUICK + ["model.d_norm=none", "model.d_dropout=0.2", "loss.gp_weight=1", "augment.name=diffaugment",
-                 "data.hflip=true", "train.batch_size=16", "train.checkpoint_every=5"]  # fmt: skip
+                 "data.hflip=true", "train.batch_size=16", "train.checkpoint_every=5"]
 # No batch statistics (progan: pixel norm; minibatch stddev off with groups of 1), no dropout, no random parts:
 # then 2 processes with b images each compute what 1 process with 2b computes, growing included. Not bitwise:
 # the gradient is summed in another order (b + b, then averaged), and Adam's first step turns a gradient near its
@@ -47,7 +47,7 @@ MIXED = QUICK + ["model.d_norm=none", "model.d_dropout=0.2", "loss.gp_weight=1",
 PROGAN = QUICK + ["model.name=progan", "model.mbstd_group=1", "loss.name=nsgan", "loss.gp_weight=0", "loss.drift=0",
                   "data.hflip=true", "grow.fade_images=16", "grow.stable_images=48", "grow.batch_sizes=[16,8,8,8]",
                   "train.batch_size=8", "train.lr_g=1e-4", "train.lr_d=1e-4", "train.steps=12",
-                  "train.checkpoint_every=0"]  # fmt: skip
+                  "train.checkpoint_every=0"]
 DATA_N = 96
 
 
@@ -86,7 +86,7 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict[str, Any]], out: s
     import torch.distributed as tdist
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     import datetime
 
@@ -115,7 +115,7 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict[str, Any]], out: s
         Loop.run_training = fit_and_keep  # type: ignore[method-assign]
         try:
             _, summary = train(job.get("config"), job["overrides"], run_dir=job.get("run_dir"),
-                               resume=job.get("resume"), data=synthetic_data(n=DATA_N), quiet=True)  # fmt: skip
+                               resume=job.get("resume"), data=synthetic_data(n=DATA_N), quiet=True)
             rec: dict[str, Any] = {"summary": summary}
             if job.get("dump"):
                 torch.save(states["tensors"], Path(out) / f"{job['name']}-rank{rank}.pt")
@@ -179,7 +179,7 @@ def runs(tmp_path_factory) -> Path:
          "run_dir": str(root / "S"), "fault": (1, 3, "sigterm")},
         {"name": "N", "config": "fashion_mnist_dcgan", "overrides": MIXED + ["train.steps=50"],
          "run_dir": str(root / "N"), "fault": (1, 7, "nan")},
-    ]  # fmt: skip
+    ]
     codes = _launch(2, jobs, root)
     assert codes == [1, 1], codes  # the NaN job ends both processes with TrainingDiverged, the rest succeed
     return root
@@ -226,7 +226,7 @@ def test_two_ranks_equal_one_process_with_the_global_batch(runs, tmp_path):
     growing: 4x4 at global batch 16, then 8x8 fading in at global batch 8 (4 per rank), then 16x16."""
     with torch.backends.mkldnn.flags(enabled=False):  # as the 2-process run (see PROGAN)
         _, summary = train("fashion_mnist32_progan", PROGAN, run_dir=tmp_path / "one", data=synthetic_data(n=DATA_N),
-                           quiet=True)  # fmt: skip
+                           quiet=True)
     one, two = _tensors(tmp_path / "one", 12), _tensors(runs / "P", 12)
     m1, m2 = _meta(tmp_path / "one", 12), _meta(runs / "P", 12)
     assert m1["images_seen"] == m2["images_seen"] == 3 * 16 + 9 * 8  # 3 steps at 16, then 9 at 8
@@ -270,7 +270,7 @@ def test_resume_on_another_world_size_continues_and_says_so(runs, tmp_path, caps
 @pytest.mark.slow
 def test_a_dead_rank_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
     jobs = [{"name": "K", "config": "fashion_mnist_dcgan", "overrides": MIXED + ["train.steps=50"],
-             "run_dir": str(tmp_path / "K"), "fault": (1, 7, "kill")}]  # fmt: skip
+             "run_dir": str(tmp_path / "K"), "fault": (1, 7, "kill")}]
     codes = _launch(2, jobs, tmp_path, timeout=120)
     assert codes[1] == -signal.SIGKILL and codes[0] == 1, codes  # rank 0 ended by itself, with an error
     rec = json.loads((tmp_path / "K-rank0.json").read_text())
@@ -292,7 +292,7 @@ def test_nproc_cli_runs_torchrun(tmp_path, capsys):
 
     data = png_folder(tmp_path / "imgs", 48)
     rc = main(["train", "fashion_mnist_dcgan", f"data.source={data}", *QUICK, "train.steps=4", "train.batch_size=8",
-               "--run-dir", str(tmp_path / "r"), "--nproc", "2", "--quiet"])  # fmt: skip
+               "--run-dir", str(tmp_path / "r"), "--nproc", "2", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     meta = _meta(tmp_path / "r", 4)
     assert meta["world_size"] == 2 and meta["images_seen"] == 32
@@ -307,11 +307,11 @@ def test_batch_must_divide_over_the_processes(capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err == ("ganforge: error: train.batch_size=15 is the global batch and must divide evenly over 2 "
-                   "processes; use multiples of 2")  # fmt: skip
+                   "processes; use multiples of 2")
     with pytest.raises(UserError, match=r"grow.batch_sizes=\[64, 64, 32, 15\] is the global batch"):
         distributed.check_world(
             _cfg("fashion_mnist32_progan", ["grow.batch_sizes=[64,64,32,15]", "train.batch_size=16"]), 2,
-            torch.device("cpu"))  # fmt: skip
+            torch.device("cpu"))
     assert main(["train", "fashion_mnist_dcgan", "--nproc", "0"]) == 2
     assert "--nproc must be a positive" in capsys.readouterr().err
 
@@ -325,7 +325,7 @@ def _cfg(preset: str, overrides: list[str]) -> dict[str, Any]:
 @pytest.mark.parametrize(("override", "message"), [
     ("train.sync_bn=true", "train.sync_bn=true needs CUDA"),
     ("train.amp=fp16", "train.amp=fp16 needs CUDA"),
-])  # fmt: skip
+])
 def test_cuda_only_settings_are_one_line_errors_on_cpu(tmp_path, override, message):
     with pytest.raises(UserError, match=message) as e:
         train("fashion_mnist_dcgan", QUICK + [override], run_dir=tmp_path / "r", data=synthetic_data(n=32), quiet=True)
@@ -344,7 +344,7 @@ def test_autocast_trains_and_resumes_exactly(tmp_path, amp, test_device):
     data = synthetic_data(n=48)
     _, s32 = train("fashion_mnist_dcgan", common + ["train.steps=6"], run_dir=tmp_path / "f32", data=data, quiet=True)
     _, s16 = train("fashion_mnist_dcgan", common + ["train.steps=6", f"train.amp={amp}"], run_dir=tmp_path / "a",
-                   data=data, quiet=True)  # fmt: skip
+                   data=data, quiet=True)
     assert s16["loss_d"] != s32["loss_d"] and abs(s16["loss_d"] - s32["loss_d"]) < 0.1
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     for p in (tmp_path / "b" / "checkpoints").glob("step-00000006.*"):
@@ -371,11 +371,11 @@ def test_compile_trains_like_eager_and_checkpoints_plain_modules(tmp_path, test_
     """train.compile=true (inductor on CPU here: ~40 s of compiling) gives eager's numbers up to rounding, and the
     checkpoint holds the modules' own names (no `_orig_mod.`), so sampling and resume do not care."""
     common = QUICK + ["model.d_norm=none", "train.batch_size=8", "train.steps=2", "train.ema=false",
-                      f"device={test_device}"]  # fmt: skip
+                      f"device={test_device}"]
     data = synthetic_data(n=32)
     _, eager = train("fashion_mnist_dcgan", common, run_dir=tmp_path / "e", data=data, quiet=True)
     _, compiled = train("fashion_mnist_dcgan", common + ["train.compile=true"], run_dir=tmp_path / "c", data=data,
-                        quiet=True)  # fmt: skip
+                        quiet=True)
     assert compiled["loss_d"] == pytest.approx(eager["loss_d"], abs=1e-5)
     assert compiled["loss_g"] == pytest.approx(eager["loss_g"], abs=1e-5)
     e, c = _tensors(tmp_path / "e", 2), _tensors(tmp_path / "c", 2)
@@ -392,7 +392,7 @@ def test_ranks_draw_disjoint_slices_of_the_global_batch_flips_included():
     images = np.stack([np.array([[[2 * i], [2 * i + 1]]], np.uint8) for i in range(n)])  # 1 x 2 px: flips show
     one = BatchStream(images, np.arange(n), b * world, seed=3, device=torch.device("cpu"), hflip=True)
     ranks = [BatchStream(images, np.arange(n), b, seed=3, device=torch.device("cpu"), hflip=True, rank=r,
-                         world_size=world) for r in range(world)]  # fmt: skip
+                         world_size=world) for r in range(world)]
     seen = []
     for step in range(n // (b * world)):  # one epoch
         x, y = one.next(step)

@@ -149,7 +149,7 @@ def test_cli_metrics_train_extractor(tiny_data, tmp_path, capsys):
     printed = capsys.readouterr().out
     _, meta = read_weights(out, "mnist-cnn")
     assert (meta["name"], meta["epochs"], meta["seed"], meta["train_size"], meta["test_size"]) == ("mnist-cnn", 1, 3,
-                                                                                                   192, 64)  # fmt: skip
+                                                                                                   192, 64)
     assert str(out) in printed and f"{meta['accuracy']:.4g}"[:4] in printed
     assert build_extractor("mnist-cnn", weights=out).info["seed"] == 3
     assert main(["metrics", "train-extractor", "cifar10"]) == 2

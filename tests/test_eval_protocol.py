@@ -53,7 +53,7 @@ def run(tmp_path_factory, one_torch_thread):
 
     root = tmp_path_factory.mktemp("evalrun")
     return train("fashion_mnist_dcgan", FAST + ["train.steps=4"], run_dir=root / "dcgan", data=synthetic_data(n=64),
-                 quiet=True)[0].path  # fmt: skip
+                 quiet=True)[0].path
 
 
 def _cli(capsys, *args: object) -> tuple[int, str, str]:
@@ -72,18 +72,18 @@ def test_run_fid_equals_fid_of_its_saved_pngs(run, tmp_path, capsys):
     """`ganforge eval RUN --save-samples DIR` and `ganforge eval --real SRC --fake DIR` agree to 1e-6."""
     real = png_folder(tmp_path / "real", 80, res=32)
     rc, out, _ = _cli(capsys, "eval", run, "--ref", real, "--n", 120, "--network", "test-tiny-conv",
-                      "--metrics", "fid,kid", "--save-samples", tmp_path / "fake", "--json")  # fmt: skip
+                      "--metrics", "fid,kid", "--save-samples", tmp_path / "fake", "--json")
     assert rc == 0
     a = json.loads(out)
     assert len(list((tmp_path / "fake").glob("*.png"))) == 120
     rc, out, _ = _cli(capsys, "eval", "--real", real, "--fake", tmp_path / "fake", "--network", "test-tiny-conv",
-                      "--metrics", "fid,kid", "--json")  # fmt: skip
+                      "--metrics", "fid,kid", "--json")
     b = json.loads(out)
     assert a["fid"] > 0 and b["fid"] == pytest.approx(a["fid"], rel=1e-6)
     assert b["kid"] == pytest.approx(a["kid"], rel=1e-6, abs=1e-12)
     # float images (--no-quantize) are a different protocol and a different number
     rc, out, _ = _cli(capsys, "eval", run, "--ref", real, "--n", 120, "--network", "test-tiny-conv", "--metrics", "fid",
-                      "--no-quantize", "--json")  # fmt: skip
+                      "--no-quantize", "--json")
     c = json.loads(out)
     assert c["protocol"]["quantized"] is False and a["protocol"]["quantized"] is True
     assert c["fid"] != a["fid"]
@@ -100,7 +100,7 @@ def _pytorch_fid_features(files, net: FeatureExtractor) -> np.ndarray:
     """pytorch-fid's preprocessing written out: PIL RGB -> ToTensor ([0, 1]) -> bilinear resize to the network's
     input inside the network (align_corners=False) -> 2x - 1."""
     x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), np.float32) / 255).permute(2, 0, 1)
-                     for f in files])  # fmt: skip
+                     for f in files])
     x = F.interpolate(x, size=(net.input_size, net.input_size), mode="bilinear", align_corners=False) * 2 - 1
     with torch.no_grad():
         return net.embed(x)["features"].double().numpy()
@@ -146,14 +146,14 @@ def test_reference_cache_is_keyed_by_protocol(tmp_path, cache_dir):
 def test_protocol_in_output_eval_jsonl_and_report(run, tmp_path, capsys):
     real = png_folder(tmp_path / "real", 40, res=32)
     rc, out, err = _cli(capsys, "eval", run, "--ref", real, "--n", 50, "--network", "test-tiny-conv",
-                        "--metrics", "fid")  # fmt: skip
+                        "--metrics", "fid")
     assert rc == 0 and "protocol: test-tiny-conv (weights" in out and "50 fake vs 40" in out
     assert "G_ema" in out and "standing BN stats" in out and "uint8" in out and "legacy resize" in out
     assert "n = 50 < 10,000" in err  # small-sample warning
     rec = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()][-1]
     p = Protocol.from_dict(rec["protocol"])
     assert (p.network, p.n, p.n_ref, p.ema, p.standing_stats, p.resize) == ("test-tiny-conv", 50, 40, True, True,
-                                                                          "legacy")  # fmt: skip
+                                                                          "legacy")
     # a second protocol: the report splits the tables and says they are not comparable
     from ganforge.report.facts import RunFacts
     from ganforge.report.render import protocol_tables
@@ -292,5 +292,5 @@ def test_ppl_in_w_needs_a_style_model(run):
     with pytest.raises(UserError, match="no mapping network"):
         evaluate_run(run, metrics="ppl", n=8, network="test-tiny-conv", ppl_space="w", progress=False, log=False)
     rec = evaluate_run(run, metrics="ppl,fid_inf", n=40, network="test-tiny-conv", progress=False, log=False,
-                       ref=str(png_folder(run.parent / "ppl-ref", 20, res=32)))  # fmt: skip
+                       ref=str(png_folder(run.parent / "ppl-ref", 20, res=32)))
     assert rec["ppl"] > 0 and np.isfinite(rec["fid_inf"])

@@ -43,7 +43,7 @@ def folder(tmp_path):
 @pytest.fixture
 def run_dir(tmp_path, folder):
     run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=10", f"data.source={folder}"], run_dir=tmp_path / "r",
-                   quiet=True)  # fmt: skip
+                   quiet=True)
     return run.path
 
 

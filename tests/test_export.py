@@ -40,7 +40,7 @@ from ganforge.tf import read_metadata  # noqa: E402
 
 TOL = 2e-4  # = export.TOLERANCE
 TINY = ["train.steps=3", "train.batch_size=8", "train.ema_decay=0.5", "train.ema_kimg=null", "train.tensorboard=false",
-        "train.sample_every=1000", "train.checkpoint_every=1000"]  # fmt: skip
+        "train.sample_every=1000", "train.checkpoint_every=1000"]
 SG2 = ["model.nf=4", "model.nf_max=8", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2"]
 # ProGAN pixel-normalises over the channels: with fewer than 8 the float32 round-off of torch itself (vs float64)
 # exceeds 1e-4, so its widths stay at 8-16 (then torch and the mirrors are ~1e-5 from a float64 forward pass)
@@ -63,7 +63,7 @@ RUNS = {
     "stylegan2_32": ("fashion_mnist32_stylegan2", SG2, (32, 1, None)),
     "stylegan2_64_class": ("fashion_mnist32_stylegan2", [*SG2, "data.resolution=64", "data.channels=3",
                                                          "model.conditional=true"], (64, 3, "class")),
-}  # fmt: skip
+}
 TF_FILE_FORMATS = ("keras", "tflite")
 SAVEDMODEL_RUNS = ("dcgan28_class", "stylegan2_32")  # SavedModel is the route to TFLite for all; written out for two
 
@@ -207,20 +207,20 @@ def standalone(exported, tmp_path_factory) -> dict[str, np.ndarray]:
         for fmt, result in info["artefacts"].items():
             paths = result["paths"]
             jobs.append({"id": f"{name}/{fmt}", "fmt": fmt, "path": paths["generator"], "signature": "serving_default",
-                         "inputs": inputs, "feeds": "all"})  # fmt: skip
+                         "inputs": inputs, "feeds": "all"})
             if "ws_ref" in info:
                 for part in ("mapping", "synthesis"):
                     path = paths[part] if fmt == "onnx" else paths["generator"]
                     sig = "serving_default" if fmt == "onnx" else part
                     jobs.append({"id": f"{name}/{fmt}/{part}", "fmt": fmt, "path": path, "signature": sig,
-                                 "inputs": inputs, "feeds": "ws" if part == "synthesis" else "all", "ws": ws})  # fmt: skip
+                                 "inputs": inputs, "feeds": "ws" if part == "synthesis" else "all", "ws": ws})
     (root / "jobs.json").write_text(json.dumps(jobs))
     (root / "standalone.py").write_text(STANDALONE)
     snippet_src = exported["dcgan32"]["artefacts"]["keras"]["paths"]["generator"]
     (root / "snippet.py").write_text(README_SNIPPET.replace('"fashion.keras"', repr(snippet_src)))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
     proc = subprocess.run([sys.executable, "standalone.py", "jobs.json", "out.npz", "snippet.py"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "modules: False None" in proc.stdout  # neither ganforge nor torch was loaded
     out = dict(np.load(root / "out.npz"))
@@ -334,7 +334,7 @@ def test_keras_mirror_every_resolution(name, res):
     conditional = res != 32  # the conditional path at every size but 32
     nf = ["model.nf=16", "model.nf_max=16"] if name == "progan" else ["model.nf=2", "model.nf_max=8"]  # see GROW
     ov = [f"model.name={name}", f"data.resolution={res}", "data.channels=3", *nf, "model.hidden=8", "model.z_dim=8",
-          "model.mapping_layers=2"]  # fmt: skip
+          "model.mapping_layers=2"]
     if conditional:
         ov += ["model.conditional=true", "model.num_labels=3", "model.label_kind=attributes"]
     torch.manual_seed(0)
@@ -342,7 +342,7 @@ def test_keras_mirror_every_resolution(name, res):
     _randomize(G)
     feeds = _feeds(G, "attributes")
     model = mirrors.build(name, numpy_weights(G), {"z_dim": 8, "resolution": res, "channels": 3,
-                                                     "num_labels": 3 if conditional else None})  # fmt: skip
+                                                     "num_labels": 3 if conditional else None})
     inputs = [feeds[k] for k in ("z", "labels", "psi") if k in feeds]
     got = model(inputs if len(inputs) > 1 else inputs[0]).numpy().transpose(0, 3, 1, 2)
     ref = torch_images(G, feeds)

@@ -35,7 +35,7 @@ LOSS_FORMULAS = {
               lambda f: -f.mean(), 0.0),
     "lsgan": (lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(),
               lambda f: 0.5 * ((f - 1) ** 2).mean(), 0.0),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", LOSSES.names())
@@ -87,7 +87,7 @@ def test_spectral_norm_keeps_top_singular_value_near_one(tmp_path):
     data = synthetic_data(n=200, res=32)
     run, _ = train("fashion_mnist_dcgan",
                    FAST + ["model.name=sngan", "loss.name=hinge", "train.steps=30", "train.beta1=0", "train.beta2=0.9"],
-                   run_dir=tmp_path / "r", data=data, quiet=True)  # fmt: skip
+                   run_dir=tmp_path / "r", data=data, quiet=True)
     cfg = json.loads((run.path / "checkpoints" / "step-00000030.json").read_text())["config"]
     D = build_discriminator(cfg)
     t = load_file(str(run.path / "checkpoints" / "step-00000030.safetensors"))
@@ -172,7 +172,7 @@ FAMILIES = {
     "nsgan-r1": ["loss.r1_gamma=1", "model.d_norm=none"],
     "cgan": ["model.conditional=true"],
     "diffaugment": ["augment.name=diffaugment"],
-}  # fmt: skip
+}
 
 
 ADVANCED = {
@@ -181,12 +181,12 @@ ADVANCED = {
                                           "grow.batch_sizes=[16,16,16,16]"]),
     "stylegan2-pl": ("fashion_mnist32_stylegan2", ["loss.pl_weight=2"]),
     "stylegan2-ada-2k": ("fashion_mnist32_stylegan2", ["augment.name=ada", "augment.ada_speed=5000", "data.limit=2000"]),
-}  # fmt: skip
+}
 SMOKE = {
     **{name: ("fashion_mnist_dcgan", FAST + over) for name, over in FAMILIES.items()},
     **{name: (preset, ["model.nf=8", "model.nf_max=32", "model.z_dim=32", "train.batch_size=16", *over])
        for name, (preset, over) in ADVANCED.items()},
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow
@@ -195,7 +195,7 @@ def test_each_family_trains_200_steps_on_fashion_mnist(tmp_path, family):
     need_fashion_mnist()
     preset, extra = SMOKE[family]
     over = [*extra, "data.source=fashion-mnist:test", "train.steps=200", "train.log_every=50",
-            "train.sample_every=100", "train.checkpoint_every=100"]  # fmt: skip
+            "train.sample_every=100", "train.checkpoint_every=100"]
     run, summary = train(preset, over, run_dir=tmp_path / family, quiet=True)
     assert summary["step"] == 200
     recs = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
@@ -219,7 +219,7 @@ def test_each_family_trains_200_steps_on_fashion_mnist(tmp_path, family):
 @pytest.mark.parametrize("extra", [
     ["loss.name=wgan-gp", "model.d_norm=none", "train.d_steps=3"],
     ["model.conditional=true", "augment.name=diffaugment", "loss.r1_gamma=1", "loss.r1_every=4"],
-])  # fmt: skip
+])
 @pytest.mark.cuda
 def test_resume_is_exact_for_families(tmp_path, extra, test_device):
     data = synthetic_data(n=200, labels=True)
@@ -235,7 +235,7 @@ def test_resume_is_exact_for_families(tmp_path, extra, test_device):
 def test_conditional_needs_labels(tmp_path):
     with pytest.raises(UserError, match="has no labels"):
         train("fashion_mnist_dcgan", FAST + ["model.conditional=true"], run_dir=tmp_path / "r",
-              data=synthetic_data(n=64), quiet=True)  # fmt: skip
+              data=synthetic_data(n=64), quiet=True)
     assert not (tmp_path / "r").exists()
 
 
@@ -252,7 +252,7 @@ def test_sample_by_class_name_from_a_labelled_folder(tmp_path, capsys):
         Image.fromarray(arr[..., 0]).save(d / f"{i:03d}.png")
     run = tmp_path / "run"
     rc = main(["train", "fashion_mnist_dcgan", f"data.source={root}", *FAST, "train.steps=4", "model.conditional=true",
-               "--run-dir", str(run), "--quiet"])  # fmt: skip
+               "--run-dir", str(run), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert "label_names:\n  - circle\n  - square" in (run / "config.yaml").read_text()
     assert main(["sample", str(run), "--class", "SQUARE", "--n", "4", "--grid", str(tmp_path / "sq.png")]) == 0

@@ -81,12 +81,12 @@ YAML_SPECIAL = [
     "2001-12-14", "2001-12-14t21:59:43.10-05:00", "'quoted'", '"unterminated', "'", '"', "#", "# comment", "%",
     "%YAML 1.2", "@", "`", "\t", "\x00", "\x7f", "\ufeff", "\u2028", "\x85", "💥", "日本", "ß", "é", "\\",
     "a\nb", "---", "...", "<<", "=", "==", "a=b", "9" * 400, "-" + "9" * 400,
-]  # fmt: skip
+]
 TAGS = [
     "!!int", "!!float", "!!bool", "!!timestamp", "!!str", "!!null", "!!binary", "!!set", "!!seq", "!!map", "!!omap",
     "!!pairs", "!!merge", "!!value", "!!python/object:os.system", "!!python/name:os.system", "!", "!local",
     "!<tag:yaml.org,2002:int>", "!!python/tuple",
-]  # fmt: skip
+]
 values = st.one_of(
     st.sampled_from(YAML_SPECIAL),
     st.tuples(st.sampled_from(TAGS), st.sampled_from(YAML_SPECIAL) | st.text(max_size=8)).map(" ".join),
@@ -155,7 +155,7 @@ def _mutate(text: str, edits: list[tuple[int, str, int]]) -> str:
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(), st.text(max_size=12),
     st.sampled_from(YAML_SPECIAL),
-)  # fmt: skip
+)
 nested = st.recursive(
     scalars,
     lambda c: (
@@ -176,7 +176,7 @@ documents = st.one_of(
                        st.integers(0, 3)), max_size=4).map(
         lambda e: _mutate("name: x\nseed: 3\nmodel: {name: dcgan, nf: 8}\ntrain:\n  steps: 10\n  lr_g: 0.001\n", e)
     ),
-)  # fmt: skip
+)
 
 
 @FUZZ
@@ -259,7 +259,7 @@ def src_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, arr in enumerate(synthetic_data(n=32).images):
         Image.fromarray(arr[..., 0]).save(root / "images" / f"{i:02d}.png")
     rc, _, err = run_cli(["train", "fashion_mnist_dcgan", f"data.source={root / 'images'}", *FAST,
-                          "train.steps=4", "train.checkpoint_every=2", "--run-dir", root / "run", "--quiet"], 120)  # fmt: skip
+                          "train.steps=4", "train.checkpoint_every=2", "--run-dir", root / "run", "--quiet"], 120)
     torch.set_num_threads(n)
     assert rc == 0, err
     return root / "run"
@@ -351,7 +351,7 @@ def _drop_optim_and_hash(meta: dict) -> None:  # a sidecar edited by hand and re
     (_tamper_lr, r"step-00000004\.json is corrupted \(its SHA-256"),
     (_drop_optim, r"step-00000004\.json is corrupted \(its SHA-256"),
     (_drop_optim_and_hash, r"^step-00000004\.json has no 'optim': this checkpoint cannot be resumed; .*--init-from$"),
-])  # fmt: skip
+])
 def test_tampered_sidecar_is_detected(tamper, match, src_run: Path, tmp_path: Path) -> None:  # noqa: ANN001
     """Reading the checkpoint refuses an edited sidecar by its hash; one without a hash fails when resumed, and
     each says which file and why in one line."""
@@ -422,7 +422,7 @@ def _cli_init(src_run: Path, tmp_path: Path, init: Path, *extra: str) -> str:
                     "--quiet",
                 ],
                 60,
-            )  # fmt: skip
+            )
         )
     finally:
         torch.set_num_threads(n)

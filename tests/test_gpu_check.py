@@ -37,7 +37,7 @@ def test_command_runs_without_cuda_and_writes_its_outputs(tmp_path):
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--quick", "--only", "",
                         "--out", str(out), "--deadline", "120"], capture_output=True, text=True, timeout=180,
-                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads((out / "gpu_check.json").read_text())
     by_name = {r["name"]: r for r in doc["results"]}

@@ -22,7 +22,7 @@ def hf_folders(tmp_path_factory):
                                     num_attention_heads=2, intermediate_size=64, patch_size=14, image_size=224))
     clip = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=32,
-        image_size=224, projection_dim=16))  # fmt: skip
+        image_size=224, projection_dim=16))
     dino.save_pretrained(root / "dino")
     clip.save_pretrained(root / "clip")
     return {"dinov2-vit": (root / "dino", dino, 32), "clip-vit-b32": (root / "clip", clip, 16)}
@@ -41,7 +41,7 @@ def test_official_layout_loads_and_embeds(hf_folders, name):
              "clip-vit-b32": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}  # CLIP's
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in stats[name])
     rgb = torch.nn.functional.interpolate(x.expand(-1, 3, -1, -1), size=(224, 224), mode="bilinear",
-                                          align_corners=False)  # fmt: skip
+                                          align_corners=False)
     with torch.no_grad():
         out = ref_model.eval()(pixel_values=((rgb + 1) / 2 - mean) / std)
     want = out.image_embeds if name == "clip-vit-b32" else out.pooler_output

@@ -157,7 +157,7 @@ def test_attribute_walk_moves_one_attribute_from_0_to_1(runs):
 def test_cli_gif_has_the_requested_frames_and_loops(runs, tmp_path, capsys):
     gif = tmp_path / "walk.gif"
     rc = main(["interpolate", str(runs["dcgan"]), "--seeds", "1,7,42", "--steps", "6", "--gif", str(gif),
-               "--duration", "50", "--device", "cpu"])  # fmt: skip
+               "--duration", "50", "--device", "cpu"])
     assert rc == 0 and "13 frames (keyframes at 0, 6, 12)" in capsys.readouterr().out
     with Image.open(gif) as im:
         assert im.n_frames == 13 and im.info["loop"] == 0 and im.info["duration"] == 50 and im.size == (32, 32)
@@ -167,19 +167,19 @@ def test_cli_gif_has_the_requested_frames_and_loops(runs, tmp_path, capsys):
         assert np.array_equal(first, want)  # grayscale frames survive the GIF palette exactly
     looped = tmp_path / "loop.gif"
     assert main(["interpolate", str(runs["dcgan"]), "--seeds", "1,7,42", "--steps", "6", "--loop", "--gif",
-                 str(looped), "--upscale", "2"]) == 0  # fmt: skip
+                 str(looped), "--upscale", "2"]) == 0
     with Image.open(looped) as im:
         assert im.n_frames == 18 and im.size == (64, 64)
     again = tmp_path / "walk2.gif"
     main(["interpolate", str(runs["dcgan"]), "--seeds", "1,7,42", "--steps", "6", "--gif", str(again),
-          "--duration", "50"])  # fmt: skip
+          "--duration", "50"])
     assert again.read_bytes() == gif.read_bytes()  # deterministic on CPU, byte for byte
 
 
 def test_cli_grid_and_frame_folder(runs, tmp_path):
     grid, out = tmp_path / "walk.png", tmp_path / "frames"
     rc = main(["interpolate", str(runs["stylegan2"]), "--seeds", "3,4", "--steps", "5", "--space", "w",
-               "--truncation", "0.7", "--grid", str(grid), "--out", str(out)])  # fmt: skip
+               "--truncation", "0.7", "--grid", str(grid), "--out", str(out)])
     assert rc == 0
     files = sorted(out.glob("frame-*.png"))
     assert [f.name for f in files] == [f"frame-{i:06d}.png" for i in range(6)]
@@ -195,11 +195,11 @@ def test_cli_grid_and_frame_folder(runs, tmp_path):
 def test_cli_class_and_attribute_walks(runs, tmp_path):
     gif = tmp_path / "classes.gif"
     assert main(["interpolate", str(runs["classes"]), "--seeds", "5", "--classes", "0,3,7", "--steps", "3",
-                 "--gif", str(gif)]) == 0  # fmt: skip
+                 "--gif", str(gif)]) == 0
     with Image.open(gif) as im:
         assert im.n_frames == 7
     assert main(["interpolate", str(runs["attrs"]), "--seeds", "5", "--attr-walk", "Smiling", "--steps", "4",
-                 "--out", str(tmp_path / "attr")]) == 0  # fmt: skip
+                 "--out", str(tmp_path / "attr")]) == 0
     assert len(list((tmp_path / "attr").glob("*.png"))) == 5
 
 

@@ -11,7 +11,7 @@ from ganforge.models import MODELS, build_discriminator, build_generator
 
 def _cfg(model, res, ch, nf=8):
     return load_config(None, [f"model.name={model}", f"data.resolution={res}", f"data.channels={ch}", f"model.nf={nf}",
-                              "model.hidden=32"])  # fmt: skip
+                              "model.hidden=32"])
 
 
 @pytest.mark.parametrize("model, res", [(m, r) for m in ("mlp", "dcgan") for r in MODELS.get(m).resolutions])

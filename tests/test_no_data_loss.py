@@ -19,7 +19,7 @@ from PIL import Image
 from ganforge.cli import main
 
 FAST = ["model.nf=8", "train.batch_size=16", "train.tensorboard=false", "train.threads=1", "train.sample_every=2",
-        "train.checkpoint_every=2", "train.eval_every=0"]  # fmt: skip
+        "train.checkpoint_every=2", "train.eval_every=0"]
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -70,7 +70,7 @@ def run_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, arr in enumerate(synthetic_data(n=32).images):
         Image.fromarray(arr[..., 0]).save(root / "images" / f"{i:02d}.png")
     rc = cli(["train", "fashion_mnist_dcgan", f"data.source={root / 'images'}", *FAST, "train.steps=4",
-                    "--run-dir", root / "run", "--quiet"])  # fmt: skip
+                    "--run-dir", root / "run", "--quiet"])
     assert rc == 0
     return root / "run"
 
@@ -123,7 +123,7 @@ def test_train_into_a_users_folder_is_refused_and_leaves_it_untouched(
         (target / "config.yaml").write_text("name: mine\ntrain: {steps: 5}\n")
     before, before_user = snapshot(tmp_path), snapshot(user)
     rc = cli(["train", "fashion_mnist_dcgan", f"data.source={run_src.parent / 'images'}", *FAST,
-                    "train.steps=2", "--run-dir", target, "--quiet"])  # fmt: skip
+                    "train.steps=2", "--run-dir", target, "--quiet"])
     one_error(capsys, rc, str(target))
     assert snapshot(tmp_path) == before and snapshot(user) == before_user
 
@@ -222,7 +222,7 @@ def test_resume_deletes_nothing_but_pruned_checkpoints(run: Path, capsys: pytest
     changed = sorted(k for k in before if k in after and before[k] != after[k])
     assert set(changed) <= {"config.yaml", "metrics.jsonl", "train.log", "events.jsonl", "loss_curves.png", ".lock"}, changed
     for kept in ("notes.txt", "checkpoints/keep-me.safetensors", "checkpoints/step-00000002.json.bak",
-                 "samples/favourite.png", "samples/step-00000002.png", "samples/step-00000004.png"):  # fmt: skip
+                 "samples/favourite.png", "samples/step-00000002.png", "samples/step-00000004.png"):
         assert after[kept] == before[kept], kept
     assert sorted(k for k in after if k.startswith("checkpoints/step-") and not k.endswith(".bak")) == [
         f"checkpoints/step-000000{s:02d}.{ext}" for s in (8, 10) for ext in ("json", "safetensors")

@@ -27,7 +27,7 @@ def test_parts_follow_the_config_in_a_fixed_order():
     assert _parts("loss.name=wgan-gp", "model.d_norm=none") == ["gp"]
     assert _parts("loss.name=wgan-gp", "loss.gp_weight=0", "model.d_norm=none") == []
     assert _parts("augment.name=ada", "loss.drift=0.001", "loss.r1_gamma=1", "loss.gp_weight=5") == [
-        "augment", "drift", "gp", "r1"]  # fmt: skip
+        "augment", "drift", "gp", "r1"]
     with pytest.raises(UserError, match="loss.pl_weight needs a style-based generator"):
         _parts("loss.pl_weight=2")
 
@@ -119,7 +119,7 @@ def test_evaluation_during_training_logs_keeps_best_and_resumes_exactly(tmp_path
 
     folder = png_folder(tmp_path / "imgs", 64)
     over = FAST + [f"data.source={folder}", "train.eval_every=5", "train.eval_n=64", "train.eval_metrics=fid,kid",
-                   "train.eval_network=fashion-mnist-cnn", "train.checkpoint_every=5", "train.tensorboard=false"]  # fmt: skip
+                   "train.eval_network=fashion-mnist-cnn", "train.checkpoint_every=5", "train.tensorboard=false"]
     a, _ = train("fashion_mnist_dcgan", over + ["train.steps=10"], run_dir=tmp_path / "a", quiet=True)
     b, _ = train("fashion_mnist_dcgan", over + ["train.steps=5"], run_dir=tmp_path / "b", quiet=True)
     train(None, ["train.steps=10"], resume=b.path, quiet=True)

@@ -31,7 +31,7 @@ ALPHAS = (0.0, 0.5, 1.0)
 
 def _cfg(res: int = 32, ch: int = 1, nf: int = 4, nf_max: int = 16, z_dim: int = 16, extra: tuple = ()) -> dict:
     return load_config(None, ["model.name=progan", f"data.resolution={res}", f"data.channels={ch}", f"model.nf={nf}",
-                              f"model.nf_max={nf_max}", f"model.z_dim={z_dim}", *extra])  # fmt: skip
+                              f"model.nf_max={nf_max}", f"model.z_dim={z_dim}", *extra])
 
 
 def _pair(res: int = 32, ch: int = 1, **kw) -> tuple[ProGANGenerator, ProGANDiscriminator]:
@@ -148,7 +148,7 @@ def test_low_levels_do_not_run_high_resolution_blocks():
     _stage(G, D, level=1, alpha=0.5)
     D(G(torch.randn(4, 16)))
     assert called == {"G.blocks.0", "G.blocks.1", "G.to_rgb.0", "G.to_rgb.1",
-                      "D.blocks.0", "D.blocks.1", "D.from_rgb.0", "D.from_rgb.1"}  # fmt: skip
+                      "D.blocks.0", "D.blocks.1", "D.from_rgb.0", "D.from_rgb.1"}
     called.clear()
     _stage(G, D, level=1, alpha=1.0)  # faded in: the previous level's toRGB/fromRGB are not needed
     D(G(torch.randn(4, 16)))

@@ -71,7 +71,7 @@ def with_batch_statistics(G, labels=None):
 def varied(gens):
     """Generators whose samples differ from each other (the projection tests' subjects)."""
     return {"dcgan": with_batch_statistics(gens["dcgan"]), "stylegan2": gens["stylegan2"],
-            "classes": with_batch_statistics(gens["classes"], torch.arange(512) % 10)}  # fmt: skip
+            "classes": with_batch_statistics(gens["classes"], torch.arange(512) % 10)}
 
 
 def nearest_random_mse(G, targets: torch.Tensor, n: int = 500, labels=None) -> torch.Tensor:
@@ -154,7 +154,7 @@ def test_conditional_projection_optimises_a_soft_label_or_keeps_a_fixed_one(gens
 
     A = gens["attrs"]
     attr = project(A, sample(A, 1, seed=3, labels=torch.tensor([[1.0, 0.0]])), steps=10, restarts=1,
-                   label_kind="attributes")  # fmt: skip
+                   label_kind="attributes")
     assert attr.latent.labels.shape == (1, 2) and torch.all((attr.latent.labels > 0) & (attr.latent.labels < 1))
 
 
@@ -216,7 +216,7 @@ def test_lpips_weights_in_the_official_layout_load_and_measure(tmp_path):
     torch.manual_seed(0)
     state = LPIPSVGG16().state_dict()
     for key in ("scaling_layer.shift", "net.slice1.0.weight", "net.slice2.5.weight", "net.slice5.28.bias",
-                "lin0.model.1.weight", "lin4.model.1.weight"):  # fmt: skip
+                "lin0.model.1.weight", "lin4.model.1.weight"):
         assert key in state
     assert state["lin2.model.1.weight"].shape == (1, 256, 1, 1)
     state = {k: v.abs() if k.startswith("lin") else v for k, v in state.items()}
@@ -267,7 +267,7 @@ def test_targets_are_converted_as_the_training_data_was():
 
 def test_output_stems_never_collide():
     assert output_stems(["a/x.png", "b/x.png", "x-compare.png", "c/x.jpg"], (".npz", ".png", "-compare.png")) == [
-        "x", "x-2", "x-compare-2", "x-3"]  # fmt: skip
+        "x", "x-2", "x-compare-2", "x-3"]
 
 
 # --- the CLI ----------------------------------------------------------------------------------------------------------
@@ -290,11 +290,11 @@ def test_cli_writes_latents_pngs_comparisons_and_gif_that_reload_bit_for_bit(run
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(big)
     out = tmp_path / "out"
     rc, text, err = run_cli(["project", runs["dcgan"], "--target", *a, big, "--out", out, "--steps", "12",
-                             "--restarts", "2", "--gif"], capsys)  # fmt: skip
+                             "--restarts", "2", "--gif"], capsys)
     assert rc == 0, err
     assert "resized 64x64 -> 32x32, converted RGB -> L" in text
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{s}{x}" for s in ("t0", "t1", "t0-2") for x in (".npz", ".png", "-compare.png", ".gif"))  # fmt: skip
+        f"{s}{x}" for s in ("t0", "t1", "t0-2") for x in (".npz", ".png", "-compare.png", ".gif"))
     for stem in ("t0", "t1", "t0-2"):
         latent = load_latent(out / f"{stem}.npz", G)
         assert latent.space == "z" and set(latent.info["losses"]) == {"pixel", "feature", "total"}
@@ -315,13 +315,13 @@ def test_cli_conditional_and_style_spaces(runs, gens, tmp_path, capsys):
     G = gens["classes"]
     t = write_targets(G, tmp_path / "c", 1, torch.tensor([4]))
     rc, _, err = run_cli(["project", runs["classes"], "--target", *t, "--out", tmp_path / "o1", "--steps", "3",
-                          "--class", "4"], capsys)  # fmt: skip
+                          "--class", "4"], capsys)
     assert rc == 0, err
     assert torch.equal(load_latent(tmp_path / "o1" / "t0.npz", G).labels, torch.tensor([4]))
     S = gens["stylegan2"]
     t = write_targets(S, tmp_path / "s", 1)
     rc, _, err = run_cli(["project", runs["stylegan2"], "--target", *t, "--out", tmp_path / "o2", "--steps", "3",
-                          "--space", "w+", "--network", "none"], capsys)  # fmt: skip
+                          "--space", "w+", "--network", "none"], capsys)
     assert rc == 0, err
     latent = load_latent(tmp_path / "o2" / "t0.npz", S)
     assert latent.space == "w+" and latent.values.shape == (1, S.num_ws, S.w_dim) and latent.noise is not None
@@ -332,13 +332,13 @@ def test_cli_conditional_and_style_spaces(runs, gens, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad,word", [(b"", "empty"), (b"not an image at all", "not a readable image"),
-                                      (png_bomb(), "too many pixels")])  # fmt: skip
+                                      (png_bomb(), "too many pixels")])
 def test_cli_bad_targets_fail_in_one_line_and_write_nothing(runs, gens, tmp_path, capsys, bad, word):
     good = write_targets(gens["dcgan"], tmp_path / "g", 1)
     (tmp_path / "bad.png").write_bytes(bad)
     out = tmp_path / "out"
     rc, _, err = run_cli(["project", runs["dcgan"], "--target", *good, tmp_path / "bad.png", "--out", out,
-                          "--steps", "2"], capsys)  # fmt: skip
+                          "--steps", "2"], capsys)
     assert_one_line_error(rc, err, word, "bad.png")
     assert not out.exists()
 
@@ -348,7 +348,7 @@ def test_cli_flags_are_checked(runs, tmp_path, capsys):
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(t)
     for args, word in [(["--steps", "0"], "--steps"), (["--restarts", "0"], "--restarts"),
                        (["--network", "vgg19"], "unknown projection network"), (["--class", "3"], "not conditional"),
-                       (["--network", "lpips-vgg16"], "needs its weights")]:  # fmt: skip
+                       (["--network", "lpips-vgg16"], "needs its weights")]:
         rc, _, err = run_cli(["project", runs["dcgan"], "--target", t, "--out", tmp_path / "o", *args], capsys)
         assert_one_line_error(rc, err, word)
         assert not (tmp_path / "o").exists()
@@ -361,11 +361,11 @@ def test_interpolate_walks_through_projected_latents_and_refuses_foreign_ones(ru
     S = gens["stylegan2"]
     t = write_targets(S, tmp_path / "s", 2)
     rc, _, err = run_cli(["project", runs["stylegan2"], "--target", *t, "--out", tmp_path / "p", "--steps", "3",
-                          "--restarts", "1"], capsys)  # fmt: skip
+                          "--restarts", "1"], capsys)
     assert rc == 0, err
     keys = f"{tmp_path / 'p' / 't0.npz'},{tmp_path / 'p' / 't1.npz'}"
     rc, text, err = run_cli(["interpolate", runs["stylegan2"], "--latents", keys, "--steps", "4",
-                             "--out", tmp_path / "frames"], capsys)  # fmt: skip
+                             "--out", tmp_path / "frames"], capsys)
     assert rc == 0, err
     frames = sorted((tmp_path / "frames").iterdir())
     assert len(frames) == 5 and "keyframes at 0, 4" in text
@@ -377,13 +377,13 @@ def test_interpolate_walks_through_projected_latents_and_refuses_foreign_ones(ru
     rc, _, err = run_cli(["interpolate", runs["dcgan"], "--latents", keys, "--gif", tmp_path / "x.gif"], capsys)
     assert_one_line_error(rc, err, "another generator")
     rc, _, err = run_cli(["project", runs["stylegan2"], "--target", t[0], "--out", tmp_path / "q", "--steps", "2",
-                          "--restarts", "1", "--space", "w+"], capsys)  # fmt: skip
+                          "--restarts", "1", "--space", "w+"], capsys)
     assert rc == 0, err
     mixed = f"{tmp_path / 'p' / 't0.npz'},{tmp_path / 'q' / 't0.npz'}"
     rc, _, err = run_cli(["interpolate", runs["stylegan2"], "--latents", mixed, "--gif", tmp_path / "y.gif"], capsys)
     assert_one_line_error(rc, err, "different spaces")
     rc, _, err = run_cli(["interpolate", runs["stylegan2"], "--latents", keys, "--seeds", "1,2",
-                          "--gif", tmp_path / "z.gif"], capsys)  # fmt: skip
+                          "--gif", tmp_path / "z.gif"], capsys)
     assert_one_line_error(rc, err, "--seeds")
     assert not any((tmp_path / n).exists() for n in ("x.gif", "y.gif", "z.gif"))
 

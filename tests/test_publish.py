@@ -25,7 +25,7 @@ from ganforge.runs.bundle import MANIFEST, is_bundle, verify
 from ganforge.runs.rundir import RunDir
 
 EVAL = {"network": "lenet-fmnist", "n": 1000, "n_ref": 60000, "ref": "fashion-mnist", "fid": 12.5, "kid": 0.0123,
-        "step": 4, "source": "cli"}  # fmt: skip
+        "step": 4, "source": "cli"}
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,9 @@ def runs(tmp_path_factory, one_torch_thread):
 
     root = tmp_path_factory.mktemp("publish")
     dc = train("fashion_mnist_dcgan", FAST + ["train.steps=4"], run_dir=root / "dcgan", data=synthetic_data(n=64),
-               quiet=True)[0].path  # fmt: skip
+               quiet=True)[0].path
     sg = train("fashion_mnist32_stylegan2", SMALL_SG + ["train.steps=4"], run_dir=root / "sg",
-               data=synthetic_data(n=64), quiet=True)[0].path  # fmt: skip
+               data=synthetic_data(n=64), quiet=True)[0].path
     RunDir(dc, tensorboard=False).log_eval(EVAL)
     return {"dcgan": dc, "stylegan2": sg}
 
@@ -69,7 +69,7 @@ def test_bundle_layout_and_card(bundle, runs):
     assert metrics["fid"]["value"] == 12.5 and metrics["kid"]["value"] == 0.0123
     assert metrics["fid"]["args"]["n"] == 1000 and metrics["fid"]["args"]["network"] == "lenet-fmnist"
     for text in ("images seen | 64", "| FID | 12.5 |", "1000 generated vs 60000 real", "huggingface-cli upload",
-                 "ganforge.load", "keras.saving.load_model", "![samples](samples.png)", "## Limitations"):  # fmt: skip
+                 "ganforge.load", "keras.saving.load_model", "![samples](samples.png)", "## Limitations"):
         assert text in card, text
     if onnx:
         assert "onnxruntime" in card
@@ -90,9 +90,9 @@ def test_bundle_alone_gives_the_runs_images_bitwise(bundle, runs, tmp_path):
         assert main(["export", str(moved), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 0
     # loading a bundle goes nowhere near the trainer
     code = (f"import sys, ganforge; ganforge.load({str(moved)!r}).sample(2); "
-            "print(sorted(m for m in sys.modules if m.startswith('ganforge.training')))")  # fmt: skip
+            "print(sorted(m for m in sys.modules if m.startswith('ganforge.training')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(Path(ganforge.__file__).parents[1])})  # fmt: skip
+                         env={"PYTHONPATH": str(Path(ganforge.__file__).parents[1])})
     assert out.stdout.strip() == "[]"
 
 

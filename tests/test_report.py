@@ -42,7 +42,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     folder = png_folder(root / "imgs", 64)
     run, _ = train("fashion_mnist_dcgan", [*FAST, "train.steps=2", "train.tensorboard=false", f"data.source={folder}"],
-                   run_dir=root / "fresh", quiet=True)  # fmt: skip
+                   run_dir=root / "fresh", quiet=True)
     return run.path
 
 
@@ -54,10 +54,10 @@ def pair(tmp_path_factory):
     short, _ = train("fashion_mnist_dcgan", [*common, "train.steps=2"], run_dir=root / "short", quiet=True)
     # the long run evaluates itself during training (the trainer's eval.jsonl lines feed the FID curves)
     long_ov = ["train.steps=150", "train.log_every=10", "train.sample_every=50", "train.checkpoint_every=50",
-               "train.eval_every=50", "train.eval_n=64", f"train.eval_network={NET}", "train.eval_metrics=fid"]  # fmt: skip
+               "train.eval_every=50", "train.eval_n=64", f"train.eval_network={NET}", "train.eval_metrics=fid"]
     long, _ = train("fashion_mnist_dcgan", [*common, *long_ov], run_dir=root / "long", quiet=True)
     user = {"long/compare-grid.png": _user_png(long.path / "compare-grid.png", 7),
-            "short/nearest.png": _user_png(short.path / "nearest.png", 9)}  # fmt: skip
+            "short/nearest.png": _user_png(short.path / "nearest.png", 9)}
     out = write_report([short.path, long.path], root / "out" / "report.html", eval_n=200, network=NET)
     return root, short.path, long.path, out, user
 
@@ -198,9 +198,9 @@ def _cov(shares: list[float]) -> list[dict]:
 
 def test_findings_flag_collapse_dropped_classes_memorization_and_divergence():
     healthy = {"n": 2000, "precision": 0.7, "recall": 0.5, "diversity_ratio": 0.95, "is_generated": 8.0,
-               "is_real": 9.0, "coverage": _cov([0.1] * 10)}  # fmt: skip
+               "is_real": 9.0, "coverage": _cov([0.1] * 10)}
     collapsed = {**healthy, "diversity_ratio": 0.2, "is_generated": 1.5,
-                 "coverage": _cov([0.5, 0.45, 0.05, 0, 0, 0, 0, 0, 0, 0])}  # fmt: skip
+                 "coverage": _cov([0.5, 0.45, 0.05, 0, 0, 0, 0, 0, 0, 0])}
     nn_far = {"distances": [[2.0, 2.1]] * 8, "train_nn_median_distance": 2.0, "network": NET}
     nn_close = {"distances": [[0.3, 0.5]] * 8, "train_nn_median_distance": 2.0, "network": NET}
     a = _facts("good", 10.0, diagnostics=healthy, nearest=nn_far)
@@ -276,5 +276,5 @@ def test_class_coverage_uses_the_classifier_on_both_sides():
     fake = np.eye(3)[[1, 1, 1, 2]] * 5.0
     cov = class_coverage(real, fake, ["a", "b", "c"])
     assert [(c["class"], c["real"], c["generated"]) for c in cov] == [("a", 0.5, 0.0), ("b", 0.25, 0.75),
-                                                                       ("c", 0.25, 0.25)]  # fmt: skip
+                                                                       ("c", 0.25, 0.25)]
     assert entropy_ratio([1 / 3] * 3) == pytest.approx(1.0) and entropy_ratio([1.0, 0.0, 0.0]) == 0.0

@@ -18,7 +18,7 @@ from ganforge.models.stylegan2 import StyleGAN2Generator, modulated_conv2d
 
 def _cfg(res: int = 32, ch: int = 1, *extra: str) -> dict:
     return load_config(None, ["model.name=stylegan2", f"data.resolution={res}", f"data.channels={ch}", "model.z_dim=16",
-                              "model.nf=4", "model.nf_max=16", "model.mapping_layers=2", *extra])  # fmt: skip
+                              "model.nf=4", "model.nf_max=16", "model.mapping_layers=2", *extra])
 
 
 def _g(*extra: str, res: int = 32, seed: int = 0) -> StyleGAN2Generator:
@@ -81,7 +81,7 @@ def test_shapes(res, ch):
 
 def test_ws_resolutions_and_channels():
     cfg = load_config(None, ["model.name=stylegan2", "model.nf=32", "model.nf_max=128", "model.z_dim=8",
-                             "model.mapping_layers=1"])  # fmt: skip
+                             "model.mapping_layers=1"])
     G = build_generator(cfg)
     assert G.ws_resolutions == [4, 8, 8, 16, 16, 32, 32, 32]
     convs = [b.conv1.weight.shape[0] for b in G.synthesis.blocks]
@@ -307,7 +307,7 @@ def test_nsgan_steps_run_and_learn():
     from ganforge.training.trainer import Trainer
 
     cfg = _cfg(32, 1, "model.style_mixing=0.9", "loss.name=nsgan", "train.batch_size=8", "train.lr_g=2e-3",
-               "train.lr_d=2e-3", "train.beta1=0.0", "train.beta2=0.99", "train.tensorboard=false")  # fmt: skip
+               "train.lr_d=2e-3", "train.beta1=0.0", "train.beta2=0.99", "train.tensorboard=false")
     tr = Trainer(cfg, None, data=synthetic_data(n=32), quiet=True)
     G, D = tr.G, tr.D
     _set_noise(G, 0.1)
@@ -320,7 +320,7 @@ def test_nsgan_steps_run_and_learn():
         assert torch.isfinite(p).all(), name
     moved = [k for k, _ in G.named_parameters() if not torch.equal(G.state_dict()[k], g0[k])]
     for part in ("mapping.layers.0.weight", "synthesis.const", "synthesis.blocks.1.conv0.weight",
-                 "synthesis.blocks.3.torgb.affine.weight", "synthesis.blocks.2.conv1.noise_strength"):  # fmt: skip
+                 "synthesis.blocks.3.torgb.affine.weight", "synthesis.blocks.2.conv1.noise_strength"):
         assert part in moved, part
     assert all(not torch.equal(p, d0[k]) for k, p in D.named_parameters())
     assert not torch.equal(G.w_avg, g0["mapping.w_avg"])

@@ -47,7 +47,7 @@ def classes_folder(tmp_path):
 def test_pack_round_trip_is_bitwise(classes_folder, tmp_path):
     out = pack(str(classes_folder), tmp_path / "data.zip", resolution=32)
     assert out == {"path": str(tmp_path / "data.zip"), "images": 9, "resolution": 32, "channels": 1,
-                   "labels": "class", "classes": ["cats", "dogs"]}  # fmt: skip
+                   "labels": "class", "classes": ["cats", "dogs"]}
     assert parse_spec(str(tmp_path / "data.zip"))[0] == "stylegan-zip"
     back = load_dataset(str(tmp_path / "data.zip"), 32, 1, cache=False)
     direct = load_dataset(str(classes_folder), 32, 1, cache=False)  # what ganforge reads from the source at 32 px
@@ -103,7 +103,7 @@ def test_nvlabs_label_forms(tmp_path):
     ("continuous", "continuous values"),
     ("broken", "is not valid JSON"),
     ("shape", "must be a list of \\[file name, label\\] pairs"),
-])  # fmt: skip
+])
 def test_labels_that_do_not_match_the_files(tmp_path, labels, why, capsys):
     root = png_folder(tmp_path / "sg" / "00000", 4).parent
     names = [f"00000/{i:03d}.png" for i in range(4)]
@@ -111,7 +111,7 @@ def test_labels_that_do_not_match_the_files(tmp_path, labels, why, capsys):
     text = {"missing": json.dumps({"labels": entries[:3]}),
             "extra": json.dumps({"labels": entries + [["00000/999.png", 1]]}),
             "continuous": json.dumps({"labels": [[n, [0.25, 0.5]] for n in names]}),
-            "broken": "{labels: oops", "shape": json.dumps({"labels": [names]})}[labels]  # fmt: skip
+            "broken": "{labels: oops", "shape": json.dumps({"labels": [names]})}[labels]
     (root / "dataset.json").write_text(text)
     with pytest.raises(UserError, match=why):
         load_dataset(str(root), 32, 1, cache=False)
@@ -147,7 +147,7 @@ def test_pack_options_and_bad_input(classes_folder, tmp_path):
 
 def test_cli_pack(classes_folder, tmp_path, capsys):
     assert main(["data", "pack", str(classes_folder), "--out", str(tmp_path / "d.zip"), "--resolution", "32",
-                 "--labels", "from-folders"]) == 0  # fmt: skip
+                 "--labels", "from-folders"]) == 0
     assert "9 images, 32x32x1, class labels (2 names)" in capsys.readouterr().out
     assert main(["data", "pack", str(classes_folder), "--out", str(tmp_path / "d.zip")]) == 2
 

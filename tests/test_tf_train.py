@@ -60,7 +60,7 @@ def attribute_data(n: int = 64) -> types.SimpleNamespace:
     d = synthetic_data(n=n)
     rng = np.random.default_rng(1)
     return types.SimpleNamespace(images=d.images, labels=rng.integers(0, 2, (n, len(ATTRS))).astype(np.float32),
-                                 classes=list(ATTRS), label_kind="attributes")  # fmt: skip
+                                 classes=list(ATTRS), label_kind="attributes")
 
 
 # name: (preset, overrides, data)
@@ -70,7 +70,7 @@ RUNS = {
     "mlp_attr": ("fashion_mnist_mlp", ["model.hidden=8", "data.resolution=32", "model.conditional=true",
                                        "train.steps=4"], attribute_data),
     "wgan_gp": ("fashion_mnist_wgan_gp", ["model.nf=4", "train.steps=4", "train.d_steps=2"], lambda: synthetic_data(n=64)),
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_torch_generator_loads_the_tf_weights(runs, name, ema):
     labels = None
     if cfg["model"]["conditional"]:
         labels = (torch.arange(16) % cfg["model"]["num_labels"] if cfg["model"]["label_kind"] == "class"
-                  else torch.tensor(np.random.default_rng(2).integers(0, 2, (16, len(ATTRS))), dtype=torch.float32))  # fmt: skip
+                  else torch.tensor(np.random.default_rng(2).integers(0, 2, (16, len(ATTRS))), dtype=torch.float32))
     with torch.no_grad():
         want = G(z, labels).numpy()
     got = keras_images(keras_G, z, labels, cfg["model"]["num_labels"])
@@ -174,7 +174,7 @@ def test_export_mirror_draws_what_the_trained_keras_generator_draws(runs, name):
     y = None
     if G.num_labels:  # one-hot rows for classes, random multi-hot rows for attributes
         rows = np.eye(G.num_labels)[np.arange(16) % G.num_labels] if cfg["model"]["label_kind"] == "class" else \
-            np.random.default_rng(4).integers(0, 2, (16, G.num_labels))  # fmt: skip
+            np.random.default_rng(4).integers(0, 2, (16, G.num_labels))
         y = tf.constant(rows, tf.float32)
     want = trainer.G(z, y, training=False).numpy()
     got = mirror(z if y is None else [z, y]).numpy()
@@ -218,7 +218,7 @@ def test_cli_sample_and_export_read_a_tf_run(runs, tmp_path):
 @pytest.mark.parametrize("preset,over,labels", [
     ("fashion_mnist_wgan_gp", ["model.nf=4", "train.d_steps=2", "data.hflip=true"], False),  # GP, d_steps, flips
     ("fashion_mnist_mlp", ["model.hidden=8", "data.resolution=32", "model.conditional=true"], True),  # dropout
-])  # fmt: skip
+])
 def test_resume_is_bitwise(tmp_path, preset, over, labels):
     """10 steps == 5 steps, then resume to 10: every tensor of the step-10 checkpoint (weights, BatchNorm
     statistics, G_ema, Adam moments) and every logged loss are identical."""
@@ -232,7 +232,7 @@ def test_resume_is_bitwise(tmp_path, preset, over, labels):
     assert set(a.tensors) == set(b.tensors)
     assert [k for k in a.tensors if not torch.equal(a.tensors[k], b.tensors[k])] == []
     assert {k: a.meta[k] for k in ("d_iter", "images_seen", "data")} == {k: b.meta[k] for k in ("d_iter", "images_seen",
-                                                                                             "data")}  # fmt: skip
+                                                                                             "data")}
     ma, mb = ({r["step"]: (r["loss_d"], r["loss_g"]) for r in RunDir(tmp_path / x).read_metrics()} for x in "ab")
     assert set(ma) == {2, 4, 6, 8, 10} and set(mb) == set(ma) | {5}  # the 5-step run also logged its last step
     assert {k: mb[k] for k in ma} == ma
@@ -298,7 +298,7 @@ def test_gradient_penalty_matches_torch():
     (3000, 64, 0.999, 0, None),  # the configured decay
     (2, 16, 0.999, 5, None),  # before ema_start: a copy
     (3000, 64, 0.999, 0, 0.5),  # ema_kimg half-life: 0.5 ** (64 / 500)
-])  # fmt: skip
+])
 def test_ema_matches_torch(step, images, decay, start, kimg):
     assert ema_decay(step, images, decay, start, kimg) == pytest.approx(
         0.0 if step < start else min(0.5 ** (images / (kimg * 1000)) if kimg else decay, (1 + step) / (10 + step))
@@ -349,7 +349,7 @@ def test_ganforge_train_backend_tensorflow(tmp_path, capsys):
     run = tmp_path / "r"
     args = ["model.nf=4", "train.batch_size=16", "train.checkpoint_every=3", f"data.source={images}"]
     assert main(["train", "fashion_mnist_dcgan", *args, "backend=tensorflow", "train.steps=3", "--run-dir", str(run),
-                 "--quiet"]) == 0, capsys.readouterr().err  # fmt: skip
+                 "--quiet"]) == 0, capsys.readouterr().err
     assert RunDir.open(run).latest().meta["backend"] == "tensorflow"
     assert config.load_config(str(run / "config.yaml"), [])["backend"] == "tensorflow"
     assert main(["train", "--resume", str(run), "train.steps=5", "--quiet"]) == 0, capsys.readouterr().err
@@ -361,7 +361,7 @@ def test_ganforge_train_backend_tensorflow(tmp_path, capsys):
     assert err.count("\n") == 0 and "mlp and dcgan" in err and not (tmp_path / "s").exists()
     # one process only: --nproc is refused before any worker, data or folder
     assert main(["train", "fashion_mnist_dcgan", *args, "backend=tensorflow", "--nproc", "2", "--run-dir",
-                 str(tmp_path / "n")]) == 2  # fmt: skip
+                 str(tmp_path / "n")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "ganforge: error: backend tensorflow trains in one process; leave out --nproc / torchrun"
     assert not (tmp_path / "n").exists()

@@ -22,7 +22,7 @@ RUN = FAST + ["train.steps=20"]
 
 def _train(tmp_path: Path, *extra: str, name: str = "run", steps: list[str] | None = None) -> Path:
     return train("fashion_mnist_dcgan", (steps or RUN) + list(extra), run_dir=tmp_path / name,
-                 data=synthetic_data(n=64), quiet=True)[0].path  # fmt: skip
+                 data=synthetic_data(n=64), quiet=True)[0].path
 
 
 def _mlflow_run(uri: str):  # noqa: ANN202
@@ -51,7 +51,7 @@ def test_mlflow_file_store_mirrors_the_run_and_resume_continues_it(tmp_path, one
     # eval.jsonl records written while a mirror runs arrive as eval/* (the resumed run's mirror tails from its start)
     arts = {a.path for d in ("", "samples", "checkpoint") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"config.yaml", "samples/step-00000010.png", "samples/step-00000020.png",
-            "checkpoint/step-00000020.safetensors", "checkpoint/step-00000020.json"} <= arts  # fmt: skip
+            "checkpoint/step-00000020.safetensors", "checkpoint/step-00000020.json"} <= arts
     state = json.loads((path / "trackers.json").read_text())
     assert state["log.mlflow"]["run_id"] == run.info.run_id
 
@@ -115,7 +115,7 @@ def test_wandb_offline_mirrors_the_run(tmp_path, one_torch_thread):
     run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
     assert run.project == "gf-test" and run.display_name == path.name
     history = [{(i.key or i.nested_key[0]): json.loads(i.value_json) for i in r.history.item} for r in recs
-               if r.WhichOneof("record_type") == "history"]  # fmt: skip
+               if r.WhichOneof("record_type") == "history"]
     got = sorted((h["step"], h["loss_d"]) for h in history if "loss_d" in h)
     logged = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     assert got == sorted((r["step"], r["loss_d"]) for r in logged)
@@ -169,7 +169,7 @@ def test_a_slow_tracker_never_holds_up_training(tmp_path, monkeypatch):
     ("log.mlflow=ftp://host/x", "unknown tracking URI scheme 'ftp'"),
     ("log.mlflow=s3://bucket", "unknown tracking URI scheme 's3'"),
     ("log.wandb=maybe", "must be one of offline, online"),
-])  # fmt: skip
+])
 def test_bad_tracker_config_is_one_line_before_anything(tmp_path, override, why, capsys):
     with pytest.raises(UserError, match=why):
         _train(tmp_path, override)
@@ -188,6 +188,6 @@ def test_missing_package_is_a_config_error(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("uri", "scheme"), [("file:./mlruns", "file"), ("./mlruns", "file"), ("C:\\runs", "file"),
                                              ("https://mlflow.example:5000", "https"), ("sqlite:///m.db", "sqlite"),
-                                             ("postgresql+psycopg2://h/db", "postgresql"), ("databricks", "file")])  # fmt: skip
+                                             ("postgresql+psycopg2://h/db", "postgresql"), ("databricks", "file")])
 def test_uri_schemes(uri, scheme):
     assert trackers.mlflow_scheme(uri) == scheme

@@ -63,7 +63,7 @@ def test_resume_is_bitwise_exact(tmp_path, model, test_device):
     """40 steps straight == 20 steps, stop, resume to 40 (with dropout, flips and an epoch boundary)."""
     data = synthetic_data(n=300)
     common = FAST + [f"model.name={model}", "model.d_dropout=0.2", "data.hflip=true", "model.hidden=32",
-                     f"device={test_device}"]  # fmt: skip
+                     f"device={test_device}"]
     train("fashion_mnist_dcgan", common + ["train.steps=40"], run_dir=tmp_path / "a", data=data, quiet=True)
     train("fashion_mnist_dcgan", common + ["train.steps=20"], run_dir=tmp_path / "b", data=data, quiet=True)
     train(None, ["train.steps=40"], resume=tmp_path / "b", data=data, quiet=True)
@@ -121,7 +121,7 @@ def test_resume_falls_back_to_newest_intact_checkpoint(tmp_path, data32, capsys)
 
 def test_keep_last_k_checkpoints(tmp_path, data32):
     run, _ = train("fashion_mnist_dcgan", FAST + ["train.steps=50", "train.checkpoint_every=10", "train.keep_checkpoints=2"],
-                   run_dir=tmp_path / "r", data=data32, quiet=True)  # fmt: skip
+                   run_dir=tmp_path / "r", data=data32, quiet=True)
     assert [s for s, _ in ckpt.list_checkpoints(run.path / "checkpoints")] == [40, 50]
     assert not list((run.path / "checkpoints").glob(".*tmp"))
 
@@ -177,7 +177,7 @@ def test_init_from_finetunes_with_fresh_optimizer(tmp_path, data32):
             assert torch.equal(v, c.tensors[f"{prefix}.{k}"]), f"{prefix}.{k}"
     assert not tr.opt_G.state and not tr.opt_D.state  # no Adam moments carried over
     run, summary = train("fashion_mnist_dcgan", FAST + ["train.steps=1", "train.lr_g=0", "train.lr_d=0"],
-                         run_dir=tmp_path / "ft", init_from=src.path, data=data32, quiet=True)  # fmt: skip
+                         run_dir=tmp_path / "ft", init_from=src.path, data=data32, quiet=True)
     a, b = (load_file(str(r / "checkpoints" / f"step-{s:08d}.safetensors")) for r, s in ((src.path, 10), (run.path, 1)))
     weights = [k for k in a if k.split(".")[0] in ("G", "D") and k.endswith("weight")]
     assert len(weights) > 4 and all(torch.equal(a[k], b[k]) for k in weights)  # lr 0: exactly the source's
@@ -186,7 +186,7 @@ def test_init_from_finetunes_with_fresh_optimizer(tmp_path, data32):
     assert summary["step"] == 1
     with pytest.raises(UserError, match="does not fit this model"):
         train("fashion_mnist_dcgan", FAST + ["model.nf=16", "train.steps=1"], run_dir=tmp_path / "ft2",
-              init_from=src.path, data=data32, quiet=True)  # fmt: skip
+              init_from=src.path, data=data32, quiet=True)
 
 
 def test_malicious_pickle_is_refused_without_running(tmp_path):
@@ -238,7 +238,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, data32, monkeypatch, poli
 
     monkeypatch.setattr(ck, "save_file", full_disk)
     run, summary = train("fashion_mnist_dcgan", FAST + ["train.steps=30", f"train.on_disk_full={policy}"],
-                         run_dir=tmp_path / "r", data=data32, quiet=True)  # fmt: skip
+                         run_dir=tmp_path / "r", data=data32, quiet=True)
     steps = [s for s, _ in ck.list_checkpoints(run.path / "checkpoints")]
     if policy == "stop":
         assert summary["stopped_by"] == "disk full" and summary["step"] == 20
@@ -258,7 +258,7 @@ def test_training_never_imports_tensorflow(tmp_path):
 
     code = ("import sys; from ganforge.runs.rundir import RunDir; from pathlib import Path; "
             f"r = RunDir(Path({str(tmp_path / 'r')!r})); r.tb.add_scalar('x', 1.0, 0); r.tb.flush(); "
-            "print('tensorflow' in sys.modules)")  # fmt: skip
+            "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert list((tmp_path / "r" / "tb").glob("events.out.tfevents.*"))
@@ -276,7 +276,7 @@ def test_channels_last_changes_cpu_results_only_by_float_round_off(tmp_path, dat
     t = {}
     for on in ("true", "false"):
         train("fashion_mnist_dcgan", base + [f"train.channels_last={on}"], run_dir=tmp_path / on, data=data32,
-              quiet=True)  # fmt: skip
+              quiet=True)
         t[on] = load_file(str(tmp_path / on / "checkpoints" / "step-00000004.safetensors"))
     assert t["true"].keys() == t["false"].keys()
     for k, a in t["true"].items():

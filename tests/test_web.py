@@ -293,7 +293,7 @@ def test_page_in_headless_chromium(server_url, served, tmp_path):
         """The grid image the page displays once it replaced `old_src`: its blob URL and its pixels (gray)."""
         page.wait_for_function("""old => { const img = document.getElementById('grid-img');
             return img.src.startsWith('blob:') && img.src !== old && img.complete && img.naturalWidth > 0; }""",
-                               arg=old_src)  # fmt: skip
+                               arg=old_src)
         src, width, rgba = page.evaluate("""() => { const img = document.getElementById('grid-img');
             const c = document.createElement('canvas');
             [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
@@ -326,7 +326,7 @@ def test_page_in_headless_chromium(server_url, served, tmp_path):
             assert not np.array_equal(img2, img1) and page.inner_text("#psi-value") == "0.50"
             # the download link follows the shown grid (waiting on that condition, not on a fixed sleep)
             page.wait_for_function("src => document.querySelector('#grid-download').getAttribute('href') === src",
-                                   arg=src2, timeout=10_000)  # fmt: skip
+                                   arg=src2, timeout=10_000)
             with page.expect_download() as dl:
                 page.click("#grid-download")
             assert dl.value.suggested_filename == "stylegan2-seed5-n16.png"

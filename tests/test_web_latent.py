@@ -277,7 +277,7 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
     def shown(page, old: str | None) -> tuple[str, np.ndarray]:
         page.wait_for_function("""old => { const img = document.getElementById('latent-img');
             return img.src.startsWith('blob:') && img.src !== old && img.complete && img.naturalWidth > 0; }""",
-                               arg=old)  # fmt: skip
+                               arg=old)
         src, width, rgba = page.evaluate("""() => { const img = document.getElementById('latent-img');
             const c = document.createElement('canvas');
             [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
@@ -307,7 +307,7 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
             assert np.array_equal(img0, expected(sample(G, 1, seed=0)))  # sliders at 0: seed 0's sample
 
             page.eval_on_selector("#sliders input >> nth=1",
-                                  "el => { el.value = '3'; el.dispatchEvent(new Event('input')); }")  # fmt: skip
+                                  "el => { el.value = '3'; el.dispatchEvent(new Event('input')); }")
             src1, img1 = shown(page, src0)
             dirs = Directions.load(served["stylegan2"].path / "directions" / "sefa.npz", G)
             want = expected(edit(G, [0], dirs, 1, [3.0]))
@@ -347,7 +347,7 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
             src3, img3 = shown(page, src2)
             assert not np.array_equal(img3, img2) and page.inner_text("#sliders output >> nth=1") == "0.0"
             page.eval_on_selector("#sliders input >> nth=0",
-                                  "el => { el.value = '-2.5'; el.dispatchEvent(new Event('input')); }")  # fmt: skip
+                                  "el => { el.value = '-2.5'; el.dispatchEvent(new Event('input')); }")
             shown(page, src3)
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             page.locator("#latent").screenshot(path=str(tmp_path / "latent.png"))

@@ -61,12 +61,12 @@ def main() -> None:
             page.wait_for_selector(f"#sliders input[aria-label='{a.direction} strength']", timeout=300_000)
             page.set_input_files("#upload", str(upload))
             page.wait_for_function("() => document.getElementById('project-status').textContent"
-                                   ".startsWith('projected')", timeout=300_000)  # fmt: skip
+                                   ".startsWith('projected')", timeout=300_000)
             before = page.get_attribute("#latent-img", "src")
             page.eval_on_selector(f"#sliders input[aria-label='{a.direction} strength']",
-                                  f"el => {{ el.value = '{a.strength}'; el.dispatchEvent(new Event('input')); }}")  # fmt: skip
+                                  f"el => {{ el.value = '{a.strength}'; el.dispatchEvent(new Event('input')); }}")
             page.wait_for_function("""old => { const img = document.getElementById('latent-img');
-                return img.src !== old && img.complete && img.naturalWidth > 0; }""", arg=before)  # fmt: skip
+                return img.src !== old && img.complete && img.naturalWidth > 0; }""", arg=before)
             a.out.parent.mkdir(parents=True, exist_ok=True)
             page.locator("#latent").screenshot(path=str(a.out))
             browser.close()

@@ -89,7 +89,7 @@ class Generator:
     attributes by name (`attrs={"Smiling": 1}`); names are case-insensitive."""
 
     def __init__(self, module: torch.nn.Module, config: dict[str, Any], source: Path, checkpoint: ckpt.Checkpoint,
-                 ema: bool = True) -> None:  # fmt: skip
+                 ema: bool = True) -> None:
         self.module = module
         self.config = config
         self.source = source
@@ -137,7 +137,7 @@ class Generator:
     def __repr__(self) -> str:
         cond = f", {self.label_kind}: {', '.join(self.labels[:6])}{'...' if len(self.labels) > 6 else ''}" if self.labels else ""
         return (f"Generator({self.config['model']['name']}, {self.resolution}x{self.resolution}x{self.channels}, "
-                f"z_dim {self.z_dim}, step {self.step}, {self.generator_name}{cond}; from {self.source})")  # fmt: skip
+                f"z_dim {self.z_dim}, step {self.step}, {self.generator_name}{cond}; from {self.source})")
 
     def _repr_png_(self) -> bytes:
         return self.sample(PREVIEW_N, seed=0)._repr_png_()
@@ -150,7 +150,7 @@ class Generator:
         return psi
 
     def sample(self, n: int = 16, seed: int = 0, *, cls: str | int | None = None, attrs: Attrs = None,
-               truncation: float | None = None, batch_size: int = 256) -> Images:  # fmt: skip
+               truncation: float | None = None, batch_size: int = 256) -> Images:
         """n images from seed `seed`: the images `ganforge sample SOURCE --n N --seed S` writes (a class-conditional
         model cycles through its classes unless `cls` is given)."""
         if n < 1:
@@ -162,17 +162,17 @@ class Generator:
 
     def interpolate(self, seeds: Sequence[int], steps: int = 8, *, space: str = "z", mode: str | None = None,
                     loop: bool = False, cls: str | None = None, classes: Sequence[str] | None = None,
-                    attrs: Attrs = None, attr_walk: str | None = None, truncation: float | None = None) -> Images:  # fmt: skip
+                    attrs: Attrs = None, attr_walk: str | None = None, truncation: float | None = None) -> Images:
         """A walk through seeds (slerp in z, lerp in w), classes (`classes=[...]` at one seed) or an attribute going
         0 -> 1 (`attr_walk="Smiling"`): `steps` frames per transition, the same frames `ganforge interpolate` makes."""
         labels = walk_labels(self.config, cls, None if classes is None else [str(c) for c in classes],
-                             _attr_text(attrs), attr_walk)  # fmt: skip
+                             _attr_text(attrs), attr_walk)
         x = interpolate(self.module, list(seeds), steps, space=space, mode=mode, loop=loop,
-                        truncation_psi=self._psi(truncation), labels=labels)  # fmt: skip
+                        truncation_psi=self._psi(truncation), labels=labels)
         return Images(x, steps if not loop else None)
 
     def style_mix(self, rows: Sequence[int], cols: Sequence[int], layers: str | Sequence[int] = "coarse", *,
-                  cls: str | int | None = None, attrs: Attrs = None, truncation: float | None = None) -> Images:  # fmt: skip
+                  cls: str | int | None = None, attrs: Attrs = None, truncation: float | None = None) -> Images:
         """The style-mixing figure (style-based models): row seeds keep their styles except at `layers` ("coarse",
         "middle", "fine", "A-B" or indices), which come from the column seeds."""
         if cls is None and attrs is None and self.label_kind == "class":
@@ -184,7 +184,7 @@ class Generator:
 
     # --- semantic directions and edits ---------------------------------------------------------------------------
     def directions(self, method: str = "sefa", *, k: int | None = None, n: int | None = None, seed: int = 0,
-                   network: str | None = None, layers: str | None = None) -> Directions:  # fmt: skip
+                   network: str | None = None, layers: str | None = None) -> Directions:
         """Semantic directions of this generator (latent/directions.py: sefa, pca, classifier), computed once per
         set of arguments; `.names` lists them, `.save(path)` writes the file `ganforge edit` reads."""
         from dataclasses import replace
@@ -204,7 +204,7 @@ class Generator:
 
     def project(self, targets: Sequence[str | Path | bytes] | torch.Tensor, *, space: str | None = None,
                 steps: int | None = None, restarts: int | None = None, network: str | None = None, seed: int = 0,
-                cls: str | int | None = None, attrs: Attrs = None) -> Projection:  # fmt: skip
+                cls: str | int | None = None, attrs: Attrs = None) -> Projection:
         """GAN inversion (latent/project.py): the latent whose image best matches each target (image files, bytes,
         or an NCHW tensor in [-1, 1] at this model's size), with the perceptual loss `ganforge project` uses
         (the run's domain network, or `network`). `.latent` feeds `edit`, `.images` are the reconstructions."""
@@ -217,12 +217,12 @@ class Generator:
         loss = ProjectionLoss(build_network(network or default_network_name(self.config)))
         return P.project(self.module, x, space=space, steps=P.DEFAULT_STEPS if steps is None else steps,
                          restarts=P.DEFAULT_RESTARTS if restarts is None else restarts, seed=seed, loss=loss,
-                         labels=labels, label_kind="attributes" if self.label_kind == "attributes" else "class")  # fmt: skip
+                         labels=labels, label_kind="attributes" if self.label_kind == "attributes" else "class")
 
     def edit(self, seeds: Sequence[int] | Latent, direction: str | int = 0,
              strengths: Sequence[float] = (-3, -1.5, 0, 1.5, 3),
              *, directions: Directions | str | Path | None = None, layers: str | Sequence[int] | None = None,
-             cls: str | int | None = None, attrs: Attrs = None) -> Images:  # fmt: skip
+             cls: str | int | None = None, attrs: Attrs = None) -> Images:
         """Each seed (or each latent of a Latent, e.g. `project(...).latent`) moved along one direction (a name or index of `directions`: a Directions, a direction file, or
         by default this generator's sefa directions) at each strength, in standard deviations; a row per seed.
         Strength 0 is the seed's own image, bit for bit."""
@@ -255,7 +255,7 @@ class Generator:
         require_extras(fmt)
         G = self.module if self.device.type == "cpu" else copy.deepcopy(self.module).cpu()
         return export_generator(G, self.config, self._checkpoint, fmt, out, run_dir=self.source, ema=self._ema,
-                                overwrite=overwrite)  # fmt: skip
+                                overwrite=overwrite)
 
     @property
     def _ema(self) -> bool:
@@ -281,7 +281,7 @@ def load(source: str | Path, *, ema: bool = True, device: str = "cpu", checkpoin
 
 
 def train(config: str | dict[str, Any] | None = None, overrides: Sequence[str] | None = None, *,
-          run_dir: str | Path | None = None, quiet: bool = False, **kwargs: Any) -> RunDir:  # fmt: skip
+          run_dir: str | Path | None = None, quiet: bool = False, **kwargs: Any) -> RunDir:
     """Train a run (a preset name, a YAML path or a config dict, plus `key=value` overrides such as
     "train.max_seconds=60"), as `ganforge train` does; returns its RunDir (`ganforge.load(run.path)` samples it).
     Other keywords (resume=, init_from=, device=, data=) go to ganforge.training.launch.train."""

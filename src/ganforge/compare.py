@@ -50,7 +50,7 @@ def parse_entry(text: str) -> Entry:
     label, sep, config = head.partition("=")
     if not sep or not config or "=" in config:
         raise UserError(f"--run {text!r}: write LABEL=CONFIG followed by key=value overrides, "
-                        "e.g. --run 'sg2-2k=fashion_mnist32_stylegan2 data.limit=2000'")  # fmt: skip
+                        "e.g. --run 'sg2-2k=fashion_mnist32_stylegan2 data.limit=2000'")
     bad = [p for p in parts[1:] if "=" not in p]
     if bad:
         raise UserError(f"--run {text!r}: {bad[0]!r} is not a key=value override")
@@ -73,7 +73,7 @@ def entries_of(configs: Sequence[str], runs: Sequence[str] = ()) -> list[Entry]:
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise UserError(f"{dup[0]!r} is compared twice; give variants distinct labels with "
-                        f"--run 'LABEL=CONFIG key=value ...'")  # fmt: skip
+                        f"--run 'LABEL=CONFIG key=value ...'")
     return out
 
 
@@ -120,13 +120,13 @@ def _check_out(out: Path) -> None:
         raise UserError(f"--out {out} is a file; give a folder for the runs and the report")
     if out.is_dir() and any(out.iterdir()) and not (out / PLAN).is_file():
         raise UserError(f"--out {out} exists and was not made by `ganforge compare` (no {PLAN}); "
-                        "choose a new or empty folder")  # fmt: skip
+                        "choose a new or empty folder")
 
 
 def _same(plan: dict[str, Any], key: str, value: Any, flag: str) -> None:
     if plan.get(key) != value:
         raise UserError(f"{flag} differs from the plan in the --out folder ({plan.get(key)!r} there, {value!r} now); "
-                        "rerun with the same value to resume, or choose another --out")  # fmt: skip
+                        "rerun with the same value to resume, or choose another --out")
 
 
 def run_state(path: Path, target: int | None, max_seconds: float | None = None) -> tuple[str, int | None]:
@@ -161,7 +161,7 @@ def compare(
     seeds: Sequence[int] = (0,), eval_n: int = DEFAULT_EVAL_N, network: str | None = None,
     overrides: Sequence[str] = (), device: str | None = None, quiet: bool = True,
     log: Callable[[str], None] = print,
-) -> Path:  # fmt: skip
+) -> Path:
     """Train every entry x seed under one budget into OUT, evaluate each, write OUT/report.html (+ .md).
     Returns the report's path. Rerunning resumes: see the module docstring."""
     from ganforge.device import resolve_device
@@ -199,7 +199,7 @@ def compare(
         known = plan["runs"].get(e.label)
         if known is not None and (known["config"], known["overrides"]) != (e.config, ov):
             raise UserError(f"{e.label!r} was planned in {out} as {known['config']} {' '.join(known['overrides'])}; "
-                            "use another label or another --out")  # fmt: skip
+                            "use another label or another --out")
     net_names = {e.label: network or default_network(cfgs[e.label]["data"]["source"]) for e in ents}
     for name in sorted(set(net_names.values())):
         build_network(name)  # missing weights fail now, not after an hour of training
@@ -223,7 +223,7 @@ def compare(
         target = plan["runs"][e.label]["steps"]  # None under a time budget (plans of older versions: 10**9)
         max_s = plan["runs"][e.label].get("max_seconds")
         limit = [f"train.steps={'null' if target is None else int(target)}"] + (
-            [f"train.max_seconds={max_s}"] if max_s else [])  # fmt: skip
+            [f"train.max_seconds={max_s}"] if max_s else [])
         for seed in seeds:
             path = out / f"{e.label}-seed{seed}"
             run_dirs.append(path)
@@ -242,7 +242,7 @@ def compare(
                 else:
                     summary = {}
                     log(f"{path.name}: {'already trained' if state == 'trained' else 'diverged earlier'} "
-                        f"(step {step}); skipped")  # fmt: skip
+                        f"(step {step}); skipped")
             except TrainingDiverged as err:
                 log(f"{path.name}: diverged ({err}); evaluating its last good checkpoint")
                 summary = {}
@@ -258,7 +258,7 @@ def compare(
     # 3. the report over this invocation's runs
     report = write_report(run_dirs, out / "report.html", eval_n=eval_n, network=network, device=eval_device,
                           overwrite=True, title=f"ganforge compare: {', '.join(e.label for e in ents)}",
-                          budget=budget_text(plan, [e.label for e in ents]), progress=not quiet)  # fmt: skip
+                          budget=budget_text(plan, [e.label for e in ents]), progress=not quiet)
     log(f"report: {report}")
     return report
 

@@ -19,7 +19,7 @@ def evaluate_run(
     progress: bool = True, log: bool = True, n_ref: int | None = None, announce: bool = False, resize: str = "legacy",
     quantized: bool = True, standing_stats: bool = True, truncation_psi: float = 1.0,
     save_samples: str | Path | None = None, **ppl: Any,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Metrics of `n` generated images of a run's newest checkpoint, with their protocol; appended to
     RUN_DIR/eval.jsonl. `ppl` passes lpips_weights, ppl_space and ppl_sampling through.
 
@@ -31,7 +31,7 @@ def evaluate_run(
     if announce:
         ref_name = ref or cfg["data"]["source"]
         print(f"evaluating {n:,} samples against {ref_name} ({network or default_network(cfg['data']['source'])} "
-              "features)")  # fmt: skip
+              "features)")
     run = RunDir(Path(run_dir), tensorboard=False)
     latest = run.latest_checkpoint_path()
     used_ema = getattr(G, "sampled_from", "G") == "G_ema"
@@ -39,7 +39,7 @@ def evaluate_run(
                              inception_weights=inception_weights, progress=progress, n_ref=n_ref, resize=resize,
                              quantized=quantized, truncation_psi=truncation_psi, ema=used_ema,
                              standing_stats=getattr(G, "standing_stats", None), save_samples=save_samples,
-                             **ppl)  # fmt: skip
+                             **ppl)
     record = {"time": rec.pop("time"), "step": int(latest.stem.split("-")[1]) if latest else None, **rec, "ema": used_ema}
     if log:
         run.log_eval(record)

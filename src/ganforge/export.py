@@ -141,13 +141,13 @@ def onnx_part(G: nn.Module, part: str) -> Any:
     """One part as an ONNX ModelProto: the dynamo exporter (torch.export + onnxscript), dynamic batch."""
     names = ["ws"] if part == "synthesis" else input_names(G)
     example = {"z": torch.zeros(2, G.z_dim), "labels": torch.zeros(2, G.num_labels or 1), "psi": torch.ones(2, 1),
-               "ws": torch.zeros(2, G.num_ws, G.w_dim) if is_style(G) else None}  # fmt: skip
+               "ws": torch.zeros(2, G.num_ws, G.w_dim) if is_style(G) else None}
     args = tuple(example[n] for n in names)
     batch = torch.export.Dim("batch", min=1)
     with quiet_libraries():
         program = torch.onnx.export(OnnxPart(frozen_stage(G), part).eval(), args, dynamo=True, opset_version=OPSET,
                                     input_names=names, output_names=["ws" if part == "mapping" else "image"],
-                                    dynamic_shapes=(tuple({0: batch} for _ in args),), verbose=False)  # fmt: skip
+                                    dynamic_shapes=(tuple({0: batch} for _ in args),), verbose=False)
     return program.model_proto
 
 
@@ -200,7 +200,7 @@ def keras_mirror(G: nn.Module, meta: dict[str, Any]) -> Any:
 
     if meta["model"] not in mirrors.BUILDERS:  # a family registered without a Keras mirror (ONNX still works)
         raise UserError(f"model {meta['model']!r} has no TensorFlow mirror yet; export it with --format onnx, or "
-                        f"use one of {', '.join(mirrors.BUILDERS)}")  # fmt: skip
+                        f"use one of {', '.join(mirrors.BUILDERS)}")
 
     info = {"z_dim": G.z_dim, "resolution": G.resolution, "channels": G.channels, "num_labels": G.num_labels}
     return mirrors.build(meta["model"], numpy_weights(G), info)
@@ -216,10 +216,10 @@ def tf_signatures(model: Any, G: nn.Module) -> dict[str, Any]:
         parts["mapping"] = (model.get_layer("mapping"), input_names(G), "ws")
         parts["synthesis"] = (model.get_layer("synthesis"), ["ws"], "image")
     shapes = {"z": (None, G.z_dim), "labels": (None, G.num_labels), "psi": (None, 1),
-              "ws": (None, getattr(G, "num_ws", 0), getattr(G, "w_dim", 0))}  # fmt: skip
+              "ws": (None, getattr(G, "num_ws", 0), getattr(G, "w_dim", 0))}
     return {sig: tf.function(_endpoint(sub, out), input_signature=[tf.TensorSpec(shapes[n], tf.float32, name=n)
                                                                         for n in names])
-            for sig, (sub, names, out) in parts.items()}  # fmt: skip
+            for sig, (sub, names, out) in parts.items()}
 
 
 def _endpoint(sub: Any, out_name: str) -> Any:
@@ -288,13 +288,13 @@ def require_extras(fmt: str) -> None:
             importlib.import_module(module)
         except ImportError:
             raise UserError(f"--format {fmt} needs {module}, which is not installed; "
-                            f"install it with pip install 'ganforge[{extra}]'") from None  # fmt: skip
+                            f"install it with pip install 'ganforge[{extra}]'") from None
     if fmt != "onnx":
         import keras
 
         if keras.backend.backend() != "tensorflow":
             raise UserError(f"--format {fmt} needs Keras on the TensorFlow backend, but KERAS_BACKEND is "
-                            f"{keras.backend.backend()!r}; run with KERAS_BACKEND=tensorflow")  # fmt: skip
+                            f"{keras.backend.backend()!r}; run with KERAS_BACKEND=tensorflow")
 
 
 def artefact_paths(fmt: str, out: Path, style: bool) -> dict[str, Path]:
@@ -325,7 +325,7 @@ def check_targets(fmt: str, paths: dict[str, Path], overwrite: bool) -> None:
 
 
 def metadata(G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str, run_dir: Path,
-             ema: bool) -> dict[str, Any]:  # fmt: skip
+             ema: bool) -> dict[str, Any]:
     """What a reader of the artefact needs to know, JSON-ready."""
     m, d = cfg["model"], cfg["data"]
     layout = "NCHW" if fmt == "onnx" else "NHWC"
@@ -337,7 +337,7 @@ def metadata(G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str
         kind = "attributes" if m.get("label_kind") == "attributes" else "classes"
         labels = {"kind": kind, "names": [str(x) for x in m.get("label_names") or []], "size": int(G.num_labels),
                   "encoding": "multi-hot float rows (1 = attribute on)" if kind == "attributes"
-                  else "one-hot float rows (class i: 1 at column i)"}  # fmt: skip
+                  else "one-hot float rows (class i: 1 at column i)"}
     inputs = {"z": [None, G.z_dim]}
     if labels:
         inputs["labels"] = [None, int(G.num_labels)]
@@ -354,15 +354,15 @@ def metadata(G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str
         "seed_latents": {"seeds": list(range(NUM_SEEDS)), "z": z.tolist(),
                          "note": "z[s] is the latent `ganforge sample --seed s --n 1` uses (torch.randn with "
                                  "ganforge's seeded generator, which NumPy cannot reproduce, so it is shipped)"},
-    }  # fmt: skip
+    }
     if is_style(G):
         where = {"keras": "model.get_layer(name)", "savedmodel": "signatures[name]", "tflite": "signature runner name",
-                 "onnx": "sibling files OUT.mapping.onnx / OUT.synthesis.onnx"}[fmt]  # fmt: skip
+                 "onnx": "sibling files OUT.mapping.onnx / OUT.synthesis.onnx"}[fmt]
         meta["style"] = {"num_ws": int(G.num_ws), "w_dim": int(G.w_dim), "ws_resolutions": list(G.ws_resolutions),
                          "truncation": "ws = w_avg + psi * (w - w_avg) on every ws", "noise": "const",
                          "parts": {"mapping": {"inputs": list(inputs), "output": ["ws", [None, G.num_ws, G.w_dim]]},
                                    "synthesis": {"inputs": ["ws"], "output": ["image", shape]}},
-                         "where": where}  # fmt: skip
+                         "where": where}
     return meta
 
 
@@ -376,7 +376,7 @@ def load_for_export(run_dir: str | Path, ema: bool, checkpoint: str | Path | Non
 def export(
     run_dir: str | Path, fmt: str, out: str | Path, *, ema: bool = True, checkpoint: str | Path | None = None,
     overwrite: bool = False, directions: list[str | Path] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Export a run's generator (G_ema unless `ema=False`) to `out` in format `fmt` (see FORMATS), with the
     direction files `directions` (from `ganforge directions`, for this generator) in its metadata.
     Returns {"paths": {part: path}, "metadata": {...}} with metadata["parity"] the measured max abs error."""
@@ -385,20 +385,20 @@ def export(
     require_extras(fmt)
     G, cfg, found = load_for_export(run_dir, ema, checkpoint)
     return export_generator(G, cfg, found, fmt, out, run_dir=run_dir, ema=ema, overwrite=overwrite,
-                            directions=directions)  # fmt: skip
+                            directions=directions)
 
 
 def export_generator(
     G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str, out: str | Path, *, run_dir: str | Path,
     ema: bool = True, overwrite: bool = False, directions: list[str | Path] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """`export` of a generator already loaded from checkpoint `found` (of `run_dir`), e.g. by `ganforge publish`."""
     out = Path(out)
     if hasattr(G, "stage") and G.stage != (G.levels - 1, 1.0):
         level, alpha = G.stage
         raise UserError(f"this progan run is still growing (at {G.stage_resolution}x{G.stage_resolution}, alpha "
                         f"{alpha:g}); export needs the final stage: train it until it reaches {G.resolution}x"
-                        f"{G.resolution} with alpha 1")  # fmt: skip
+                        f"{G.resolution} with alpha 1")
     paths = artefact_paths(fmt, out, is_style(G))
     check_targets(fmt, paths, overwrite)
     meta = metadata(G, cfg, found, fmt, Path(run_dir), ema)
@@ -416,10 +416,10 @@ def export_generator(
             got = got.transpose(0, 3, 1, 2)
         err = float(np.abs(got - ref).max())
         meta["parity"] = {"max_abs_err": err, "tolerance": TOLERANCE,
-                          "inputs": "seed_latents, check_labels rows, psi 0.7 (stylegan2)"}  # fmt: skip
+                          "inputs": "seed_latents, check_labels rows, psi 0.7 (stylegan2)"}
         if not err <= TOLERANCE:
             warn(f"the exported generator differs from PyTorch by up to {err:.3g} on seeds 0-{NUM_SEEDS - 1} "
-                 f"(tolerance {TOLERANCE:g}); please report this")  # fmt: skip
+                 f"(tolerance {TOLERANCE:g}); please report this")
         _finish(fmt, staged, paths, meta)
     return {"paths": {k: str(v) for k, v in paths.items()}, "metadata": meta}
 

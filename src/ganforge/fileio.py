@@ -38,7 +38,7 @@ def _default_mode() -> int:
 def atomic_write_file(
     path: Path, write: Callable[[str], None], before_rename: Callable[[str], None] | None = None,
     tmp_prefix: str | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """`write(tmp_path)` fills a temp file beside `path`; it is fsynced and renamed over `path`.
     For writers that want a file name (safetensors, matplotlib, numpy) rather than bytes. `before_rename(tmp)`
     runs on the complete, fsynced file (e.g. to hash it) before it appears under its real name. The temp file

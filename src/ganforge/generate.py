@@ -127,14 +127,14 @@ def style_layers(G: torch.nn.Module, spec: str) -> list[int]:
     if sep and lo.isdigit() and hi.isdigit() and int(lo) <= int(hi) < len(res):
         return list(range(int(lo), int(hi) + 1))
     raise UserError(f"--layers {spec!r}: use coarse, middle, fine or a range A-B of style layers 0-{len(res) - 1} "
-                    f"(this model's layers drive resolutions {', '.join(map(str, res))})")  # fmt: skip
+                    f"(this model's layers drive resolutions {', '.join(map(str, res))})")
 
 
 @torch.no_grad()
 def style_mix(
     G: torch.nn.Module, row_seeds: list[int], col_seeds: list[int], layers: str | list[int] = "coarse",
     truncation_psi: float = 1.0, labels: torch.Tensor | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """The style-mixing figure as a batch of images ((1 + rows) x (1 + cols), row-major, CPU, [-1, 1]):
     the first row holds the column seeds' images, the first column the row seeds', and cell (i, j) is row
     seed i with its styles at `layers` taken from column seed j. The top-left cell is blank."""
@@ -162,7 +162,7 @@ def sample_to_files(
     run_dir: str | Path, *, n: int = 64, seed: int = 0, grid: str | Path | None = None,
     out_dir: str | Path | None = None, ema: bool = True, device: str = "cpu", nrow: int | None = None,
     overwrite: bool = False, cls: str | int | None = None, attrs: str | None = None, truncation_psi: float = 1.0,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """`ganforge sample`: a grid PNG and/or one PNG per image. Defaults to RUN_DIR/sample-grid.png."""
     if grid is None and out_dir is None:
         grid = Path(run_dir) / f"sample-seed{seed}.png"
@@ -185,7 +185,7 @@ def style_mix_to_file(
     run_dir: str | Path, row_seeds: list[int], col_seeds: list[int], layers: str = "coarse", *,
     grid: str | Path | None = None, truncation_psi: float = 1.0, cls: str | int | None = None,
     attrs: str | None = None, ema: bool = True, device: str = "cpu", overwrite: bool = False,
-) -> Path:  # fmt: skip
+) -> Path:
     """`ganforge style-mix`: the style-mixing figure of a run as one PNG (default RUN_DIR/style-mix-<layers>.png).
     Conditional runs use class 0 unless a class or attributes are given."""
     safe_layers = "".join(c if c.isalnum() else "-" for c in layers)
@@ -243,7 +243,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 def _need_two(keys: int) -> None:
     if keys < 2:
         raise UserError("a walk needs at least two keyframes: give two or more seeds (--seeds 1,7), classes "
-                        "(--classes 0,3) or an attribute to walk (--attr-walk NAME)")  # fmt: skip
+                        "(--classes 0,3) or an attribute to walk (--attr-walk NAME)")
 
 
 def walk_positions(keys: int, steps: int, loop: bool = False) -> list[float]:
@@ -282,7 +282,7 @@ def interpolation_path(
     G: torch.nn.Module, seeds: list[int], steps: int = 24, *, space: str = "z", mode: str | None = None,
     loop: bool = False, truncation_psi: float = 1.0, labels: torch.Tensor | None = None,
     positions: list[float] | None = None,
-) -> LatentPath:  # fmt: skip
+) -> LatentPath:
     """The latents of a walk through the keyframes (seed_i, labels_i): a list of one seed or one label is held for
     every keyframe, so `seeds=[5], labels=tensor([0, 3, 7])` is a class walk at a fixed z. Keyframes are the exact
     latents `sample` uses for those seeds. `positions` (in keyframe units) replaces the regular `steps` grid."""
@@ -301,7 +301,7 @@ def interpolation_path(
     keys = max(len(seeds), n_labels)
     if len(seeds) not in (1, keys) or n_labels not in (0, 1, keys):
         raise UserError(f"{len(seeds)} seeds and {n_labels} keyframe labels: give equally many, or one of either "
-                        "(held fixed along the walk)")  # fmt: skip
+                        "(held fixed along the walk)")
     if not seeds:
         raise UserError("a walk needs at least one seed")
     _need_two(keys)
@@ -315,7 +315,7 @@ def interpolation_path(
         device = next(G.parameters()).device
         # one keyframe at a time, as `sample(G, 1, seed=s)` maps it (CPU matmuls round differently per batch size)
         ws = [G.mapping(z[i : i + 1].to(device), None if key_y is None else key_y[i : i + 1].to(device),
-                        truncation_psi=truncation_psi, update_w_avg=False) for i in range(keys)]  # fmt: skip
+                        truncation_psi=truncation_psi, update_w_avg=False) for i in range(keys)]
         key_lat = torch.cat(ws).cpu()
     else:
         key_lat = z
@@ -382,15 +382,15 @@ def latent_walk(G: torch.nn.Module, keys: Any, steps: int = 24, *, mode: str | N
         if t == 0.0:
             keyframes.append(f)
             frames.append((keys.values[a], None if labels is None else labels[a],
-                           None if noise is None else [m[a] for m in noise]))  # fmt: skip
+                           None if noise is None else [m[a] for m in noise]))
         else:
             frames.append((interp(keys.values[a], keys.values[b], t),
                            None if labels is None else lerp(labels[a], labels[b], t),
-                           None if noise is None else [lerp(m[a], m[b], t) for m in noise]))  # fmt: skip
+                           None if noise is None else [lerp(m[a], m[b], t) for m in noise]))
     out = Latent(torch.stack([v for v, _, _ in frames]), keys.space,
                  None if labels is None else torch.stack([lb for _, lb, _ in frames]),  # type: ignore[misc]
                  None if noise is None else [torch.stack([nz[j] for _, _, nz in frames])  # type: ignore[index]
-                                             for j in range(len(noise))])  # fmt: skip
+                                             for j in range(len(noise))])
     return out, keyframes
 
 
@@ -398,18 +398,18 @@ def interpolate(
     G: torch.nn.Module, seeds: list[int], steps: int = 24, *, space: str = "z", mode: str | None = None,
     loop: bool = False, truncation_psi: float = 1.0, labels: torch.Tensor | None = None,
     positions: list[float] | None = None, batch_size: int = 64,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """The frames of a walk through seeds (and/or keyframe labels): see `interpolation_path` for the walk and
     `render_path` for the rendering. Returns NCHW in [-1, 1] on the CPU."""
     path = interpolation_path(G, seeds, steps, space=space, mode=mode, loop=loop, truncation_psi=truncation_psi,
-                              labels=labels, positions=positions)  # fmt: skip
+                              labels=labels, positions=positions)
     return render_path(G, path, batch_size)
 
 
 def walk_labels(
     cfg: dict[str, Any], cls: str | None = None, classes: list[str] | None = None, attrs: str | None = None,
     attr_walk: str | None = None,
-) -> torch.Tensor | None:  # fmt: skip
+) -> torch.Tensor | None:
     """Keyframe labels for `ganforge interpolate`: a class walk (`classes`), an attribute going 0 -> 1 on top of
     `attrs` (`attr_walk`), one fixed class or attribute set, or class 0 for a class-conditional run given none."""
     m = cfg["model"]
@@ -419,12 +419,12 @@ def walk_labels(
             raise UserError("--class and --classes exclude each other: --classes 0,3,7 walks through classes")
         if kind != "class":
             raise UserError("--classes needs a class-conditional run (model.conditional=true on a dataset with "
-                            f"classes); this run is {'conditioned on attributes' if kind else 'not conditional'}")  # fmt: skip
+                            f"classes); this run is {'conditioned on attributes' if kind else 'not conditional'}")
         return torch.cat([make_labels(cfg, 1, c) for c in classes])  # type: ignore[misc]
     if attr_walk is not None:
         if kind != "attributes":
             raise UserError("--attr-walk needs an attribute-conditional run (e.g. celeba64_cgan); this run is "
-                            f"{'conditioned on classes' if kind else 'not conditional'}")  # fmt: skip
+                            f"{'conditioned on classes' if kind else 'not conditional'}")
         names = [str(x) for x in m["label_names"]]
         lookup = {x.lower(): i for i, x in enumerate(names)}
         if attr_walk.strip().lower() not in lookup:
@@ -460,7 +460,7 @@ def _mp4_encoder() -> Any:
         import imageio_ffmpeg
     except ImportError:
         raise UserError("--mp4 needs the imageio-ffmpeg package (pip install imageio-ffmpeg); --gif needs "
-                        "nothing extra") from None  # fmt: skip
+                        "nothing extra") from None
     return imageio_ffmpeg
 
 
@@ -472,7 +472,7 @@ def save_mp4(x: torch.Tensor, path: Path, fps: float = 12.5, upscale: int = 1) -
 
     def write(tmp: str) -> None:
         gen = imageio_ffmpeg.write_frames(tmp, (w, h), pix_fmt_in="rgb24", fps=fps, macro_block_size=1,
-                                          output_params=["-f", "mp4"])  # fmt: skip
+                                          output_params=["-f", "mp4"])
         gen.send(None)
         for im in frames:
             gen.send(im.convert("RGB").tobytes())
@@ -496,7 +496,7 @@ def interpolate_to_files(
     grid: str | Path | None = None, out_dir: str | Path | None = None, mp4: str | Path | None = None,
     duration_ms: int = 80, upscale: int = 1, nrow: int | None = None, ema: bool = True, device: str = "cpu",
     overwrite: bool = False, latents: list[str | Path] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """`ganforge interpolate`: a walk of a run as a GIF, an MP4, a grid PNG and/or one PNG per frame. Every target
     is checked before anything is generated, and none is replaced without `overwrite`. `latents`: latent files
     (from `ganforge project`) as the keyframes instead of seeds; they carry their own space and labels."""
@@ -519,13 +519,13 @@ def interpolate_to_files(
 
         if any(v is not None for v in (cls, classes, attrs, attr_walk)) or truncation_psi != 1.0:
             raise UserError("--latents carry their own labels and are not truncated: leave out --class, --classes, "
-                            "--attr, --attr-walk and --truncation")  # fmt: skip
+                            "--attr, --attr-walk and --truncation")
         frames, keyframes = latent_walk(G, load_latents(latents, G)[0], steps, mode=mode, loop=loop)
         x = render(G, frames)
     else:
         labels = walk_labels(cfg, cls, classes, attrs, attr_walk)
         path = interpolation_path(G, seeds, steps, space=space, mode=mode, loop=loop, truncation_psi=truncation_psi,
-                                  labels=labels)  # fmt: skip
+                                  labels=labels)
         x, keyframes = render_path(G, path), path.keyframes
     written: dict[str, Any] = {"frames": len(x), "keyframes": keyframes}
     if out_dir is not None:

@@ -96,7 +96,7 @@ def save_images(
     clash = [p for p in paths if p.exists()]
     if clash and not overwrite:
         raise UserError(f"{clash[0]} already exists ({len(clash)} of the files would be replaced); "
-                        "choose an empty --out folder or pass --overwrite")  # fmt: skip
+                        "choose an empty --out folder or pass --overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
     for p, arr in zip(paths, to_uint8(x), strict=True):
         to_pil(arr).save(p)

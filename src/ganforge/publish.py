@@ -33,7 +33,7 @@ METRIC_NAMES = {"fid": "FID", "kid": "KID", "is": "Inception Score", "precision"
 def publish(
     run_dir: str | Path, out: str | Path, *, g_ema_only: bool = False, license: str = "mit", onnx: bool = True,
     overwrite: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Write the bundle of `run_dir`'s newest intact checkpoint to `out`. Returns {"path", "files", "notes"}."""
     run = RunDir.open(Path(run_dir))
     found = run.latest()
@@ -55,7 +55,7 @@ def publish(
         notes.append(f"ONNX export {onnx_note}")
     info = {"format": bundle.FORMAT, "library": "ganforge", "ganforge_version": __version__, "step": found.step,
             "images_seen": found.meta.get("images_seen"), "train_seconds": found.meta.get("train_seconds"),
-            "generator": prefix, "tensors": sorted({k.split(".")[0] for k in tensors}), "config": cfg}  # fmt: skip
+            "generator": prefix, "tensors": sorted({k.split(".")[0] for k in tensors}), "config": cfg}
     grid = png_bytes(make_grid(_grid_images(G, cfg), _grid_columns(cfg)))
     evals = _evaluations(run, found.step)
     files: dict[str, Any] = {
@@ -112,7 +112,7 @@ def _evaluations(run: RunDir, step: int) -> list[dict[str, Any]]:
 
 def _protocol(r: dict[str, Any]) -> str:
     return (f"{r.get('n')} generated vs {r.get('n_ref')} real images of {r.get('ref')}, {r.get('network')} "
-            f"features, step {r.get('step')}")  # fmt: skip
+            f"features, step {r.get('step')}")
 
 
 def _hardware(run: RunDir, cfg: dict[str, Any]) -> str:
@@ -142,17 +142,17 @@ def front_matter(cfg: dict[str, Any], info: dict[str, Any], evals: list[dict[str
             if isinstance(r.get(key), (int, float)):
                 metrics.append({"type": key, "value": round(float(r[key]), 4), "name": f"{label} ({r.get('network')})",
                                 "args": {"protocol": _protocol(r), "n": r.get("n"), "n_ref": r.get("n_ref"),
-                                         "network": r.get("network"), "step": r.get("step")}})  # fmt: skip
+                                         "network": r.get("network"), "step": r.get("step")}})
     if metrics:
         meta["model-index"] = [{"name": str(cfg.get("name", "ganforge-model")), "results": [{
             "task": {"type": task, "name": task.replace("-", " ").capitalize()},
             "dataset": {"name": source, "type": source if named else "imagefolder"},
-            "metrics": metrics}]}]  # fmt: skip
+            "metrics": metrics}]}]
     return meta
 
 
 def model_card(run: RunDir, found: Checkpoint, info: dict[str, Any], evals: list[dict[str, Any]], *, has_onnx: bool,
-               license: str, notes: list[str]) -> str:  # fmt: skip
+               license: str, notes: list[str]) -> str:
     """README.md: front matter, then what the model is, how it was trained, its metrics, its samples, its limits and
     how to load it in ganforge, TensorFlow and ONNX Runtime."""
     cfg = info["config"]
@@ -188,12 +188,12 @@ def model_card(run: RunDir, found: Checkpoint, info: dict[str, Any], evals: list
              f"| hardware | {_hardware(run, cfg)} |",
              f"| EMA of G | {'yes' if t['ema'] else 'no'} |", "",
              "<details><summary>full config</summary>", "", "```yaml", dump(cfg).rstrip(), "```", "", "</details>", "",
-             "## Evaluation", ""]  # fmt: skip
+             "## Evaluation", ""]
     if evals:
         lines += ["| metric | value | protocol |", "|---|---|---|"]
         for r in evals:
             lines += [f"| {label} | {float(r[k]):.4g} | {_protocol(r)} |" for k, label in METRIC_NAMES.items()
-                      if isinstance(r.get(k), (int, float))]  # fmt: skip
+                      if isinstance(r.get(k), (int, float))]
     else:
         lines += ["Not evaluated: run `ganforge eval RUN_DIR` before publishing to add FID/KID/IS here."]
     lines += ["", "## Limitations", "",
@@ -211,7 +211,7 @@ def model_card(run: RunDir, found: Checkpoint, info: dict[str, Any], evals: list
               "```bash", "ganforge export . --format keras --out generator.keras", "```", "",
               "```python", "import keras, numpy as np",
               'model = keras.saving.load_model("generator.keras")',
-              f"image = model(np.random.randn(1, {m['z_dim']}).astype('float32'))  # NHWC in [-1, 1]", "```", ""]  # fmt: skip
+              f"image = model(np.random.randn(1, {m['z_dim']}).astype('float32'))  # NHWC in [-1, 1]", "```", ""]
     if has_onnx:
         feeds, extra = "{'z': z}", []
         if m.get("conditional"):
@@ -223,7 +223,7 @@ def model_card(run: RunDir, found: Checkpoint, info: dict[str, Any], evals: list
                   f'sess = ort.InferenceSession("{ONNX}")',
                   "meta = json.loads(sess.get_modelmeta().custom_metadata_map['ganforge_export'])",
                   "z = np.asarray(meta['seed_latents']['z'][:1], np.float32)  # the latent of seed 0", *extra,
-                  f"image = sess.run(None, {feeds})[0]  # NCHW in [-1, 1]", "```", ""]  # fmt: skip
+                  f"image = sess.run(None, {feeds})[0]  # NCHW in [-1, 1]", "```", ""]
     lines += ["## Publishing", "", "Push this folder to the Hugging Face Hub with huggingface_hub's CLI:", "",
               "```bash", "huggingface-cli upload USER/MODEL_NAME . .", "```", ""]
     return "\n".join(lines)

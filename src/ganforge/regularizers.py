@@ -50,7 +50,7 @@ def r1_penalty(D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None) ->
 def path_length_penalty(
     G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, pl_mean: torch.Tensor, decay: float,
     generator: torch.Generator, shrink: int = 2,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor]:
     """StyleGAN2's path-length regularizer: E[(||J_w^T y||_2 - a)^2] with y ~ N(0, I) / sqrt(H*W) and a
     the running mean of the lengths, so a fixed-size step in w moves the image by a fixed amount
     whatever the direction. Runs on batch/`shrink` samples (as the paper). Returns (penalty, new a)."""
@@ -132,7 +132,7 @@ class PathLength(Part):
             return None
         if not hasattr(G, "mapping"):
             raise UserError(f"loss.pl_weight needs a style-based generator (stylegan2), not {cfg['model']['name']!r}; "
-                            "set loss.pl_weight=0")  # fmt: skip
+                            "set loss.pl_weight=0")
         return cls(lc["pl_weight"], lc["pl_every"], lc["pl_decay"], next(G.parameters()).device)
 
     def g_terms(self, s: GStep) -> Terms:

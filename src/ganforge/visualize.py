@@ -37,7 +37,7 @@ def _real_batch(cfg: dict[str, Any], n: int, seed: int, source: str | None = Non
 
 
 def compare_grid(run_dir: str | Path, out: str | Path | None = None, *, n: int = 64, seed: int = 0,
-                 ema: bool = True, device: str = "cpu", upscale: int = 2, overwrite: bool = False) -> Path:  # fmt: skip
+                 ema: bool = True, device: str = "cpu", upscale: int = 2, overwrite: bool = False) -> Path:
     """One PNG: n real training images (left) beside n generated images (right)."""
     out = check_new_file(Path(out) if out else Path(run_dir) / "compare-grid.png", overwrite, own_dir=Path(run_dir))
     G, cfg = load_generator(run_dir, ema=ema, device=device)
@@ -54,7 +54,7 @@ def compare_grid(run_dir: str | Path, out: str | Path | None = None, *, n: int =
 
 def nearest_neighbours(run_dir: str | Path, out: str | Path | None = None, *, n: int = 8, k: int = 5,
                        network: str | None = None, seed: int = 0, ema: bool = True, device: str = "cpu",
-                       max_train: int | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
+                       max_train: int | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """For n samples, their k nearest training images in the feature space of `network`.
 
     Writes a PNG (each row: the sample, then its neighbours, nearest first) and returns the distances
@@ -69,7 +69,7 @@ def nearest_neighbours(run_dir: str | Path, out: str | Path | None = None, *, n:
     net_name = network or default_network(d["source"])
     net = build_network(net_name)
     train, _ = reference_features(d["source"], net, resolution=d["resolution"], channels=d["channels"], n=max_train,
-                                  data_dir=d["data_dir"], seed=0, device=device, progress=progress)  # fmt: skip
+                                  data_dir=d["data_dir"], seed=0, device=device, progress=progress)
     data = load_dataset(d["source"], d["resolution"], d["channels"], data_dir=d["data_dir"])
     idx_all = subset_indices(len(data.images), len(data.images) if max_train is None else max_train, 0)
     fakes = sample(G, n, seed=seed)
@@ -93,4 +93,4 @@ def nearest_neighbours(run_dir: str | Path, out: str | Path | None = None, *, n:
     grid = _label(grid, f"sample | {k} nearest training images ({net_name} features), nearest first")
     save_png(grid, out)
     return {"png": str(out), "network": net_name, "distances": dk.numpy().round(4).tolist(),
-            "train_nn_median_distance": round(typical, 4)}  # fmt: skip
+            "train_nn_median_distance": round(typical, 4)}

@@ -56,7 +56,7 @@ ADA_TRANSFORMS: tuple[str, ...] = tuple(name for names in _GROUPS.values() for n
 
 # Columns of the per-call uniform draw: 13 selection gates (rotate has a pre and a post gate), then values.
 _GATES = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "rotate", "xfrac",
-          "brightness", "contrast", "lumaflip", "hue", "saturation")  # fmt: skip
+          "brightness", "contrast", "lumaflip", "hue", "saturation")
 _U_FLIP, _U_ROT90, _U_XINT, _U_PRE, _U_POST, _U_LUMA, _U_HUE = 13, 14, 15, 17, 18, 19, 20
 _N_UNIFORM = 21
 # Columns of the per-call normal draw.

@@ -61,5 +61,5 @@ class Augmentation(Part):
             return
         if state is None:
             raise UserError("this checkpoint was saved without ADA state (augment.name differs); resume with the "
-                            "augment settings the run was started with")  # fmt: skip
+                            "augment settings the run was started with")
         self.fn.load_state_dict(state)

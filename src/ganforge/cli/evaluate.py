@@ -17,7 +17,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real", help="reference images: dataset spec, folder or .zip (with --fake)")
     p.add_argument("--fake", help="images to judge: folder or .zip (with --real)")
     p.add_argument("--metrics", default="fid,kid,is",
-                   help="comma list of fid,kid,is,pr,fid_inf,ppl (default fid,kid,is)")  # fmt: skip
+                   help="comma list of fid,kid,is,pr,fid_inf,ppl (default fid,kid,is)")
     p.add_argument("--n", type=int, help="images per side (default 10000 for a run; all for sources)")
     p.add_argument("--network", help="feature network (default: the domain CNN for (fashion-)mnist, else inception-fid)")
     p.add_argument("--ref", help="reference source for a run (default: the run's training data)")
@@ -60,14 +60,14 @@ def _eval(a: argparse.Namespace) -> int:
                               progress=not a.json, resize=a.resize, quantized=not a.no_quantize,
                               standing_stats=not a.no_standing_stats, truncation_psi=a.truncation,
                               save_samples=a.save_samples, lpips_weights=a.lpips_weights, ppl_space=a.ppl_space,
-                              ppl_sampling=a.ppl_sampling)  # fmt: skip
+                              ppl_sampling=a.ppl_sampling)
     elif a.real and a.fake:
         if a.save_samples or a.no_quantize or a.no_standing_stats or a.truncation != 1.0 or a.lpips_weights:
             raise UserError("--save-samples, --no-quantize, --no-standing-stats, --truncation and --lpips-weights "
-                            "apply to a RUN_DIR, not to --real/--fake image sources")  # fmt: skip
+                            "apply to a RUN_DIR, not to --real/--fake image sources")
         result = evaluate_sources(a.real, a.fake, metrics=a.metrics, n=a.n, network=a.network,
                                   resolution=a.resolution, device=device_name(a.device), seed=a.seed,
-                                  inception_weights=weights, progress=not a.json, resize=a.resize)  # fmt: skip
+                                  inception_weights=weights, progress=not a.json, resize=a.resize)
     else:
         raise UserError("give a RUN_DIR, or both --real SOURCE and --fake SOURCE")
     if a.json:
@@ -113,7 +113,7 @@ def _nearest(a: argparse.Namespace) -> int:
     from ganforge.visualize import nearest_neighbours
 
     res = nearest_neighbours(a.run_dir, a.out, n=a.n, k=a.k, network=a.network, seed=a.seed,
-                             device=device_name(a.device), progress=not a.json, overwrite=a.overwrite)  # fmt: skip
+                             device=device_name(a.device), progress=not a.json, overwrite=a.overwrite)
     if a.json:
         print(json.dumps(res))
         return 0
@@ -151,9 +151,9 @@ def _metrics(a: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("eval", "FID / KID / IS / precision-recall of a run, or between two image sources", _eval_args, _eval,
-            "ganforge eval RUN_DIR [options] | ganforge eval --real SOURCE --fake SOURCE"),  # fmt: skip
+            "ganforge eval RUN_DIR [options] | ganforge eval --real SOURCE --fake SOURCE"),
     Command("compare-grid", "real and generated images side by side in one PNG", _grid_args, _grid),
     Command("nearest", "generated samples next to their nearest training images (memorization check)",
-            _nearest_args, _nearest),  # fmt: skip
+            _nearest_args, _nearest),
     Command("metrics", "feature-network tools", _metrics_args, _metrics),
 ]

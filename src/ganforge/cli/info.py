@@ -22,10 +22,10 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     k.add_argument("--out", required=True, help="the .zip to write")
     k.add_argument("--resolution", type=int, help="R x R pixels (default: the images' own square size)")
     k.add_argument("--crop", default="center", choices=("center", "center-wide"),
-                   help="center: largest centred square; center-wide: a 4:3 crop on a black square (default center)")  # fmt: skip
+                   help="center: largest centred square; center-wide: a 4:3 crop on a black square (default center)")
     k.add_argument("--labels", default="auto", choices=("auto", "from-folders", "none"),
                    help="auto: the source's own (dataset.json, class folders, a dataset's classes); from-folders: "
-                        "first-level sub-folders are classes; none")  # fmt: skip
+                        "first-level sub-folders are classes; none")
     k.add_argument("--channels", type=int, choices=(1, 3), help="1 or 3 (default: the first image's)")
     k.add_argument("--data-dir", help="folder holding the dataset files")
     k.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
@@ -37,7 +37,7 @@ def _pack(a: argparse.Namespace) -> int:
     from ganforge.data.pack import pack
 
     r = pack(a.source, a.out, resolution=a.resolution, crop=a.crop, labels=a.labels, channels=a.channels,
-             data_dir=a.data_dir, strict=a.strict, overwrite=a.overwrite)  # fmt: skip
+             data_dir=a.data_dir, strict=a.strict, overwrite=a.overwrite)
     what = f", {r['labels']} labels ({len(r['classes'])} names)" if r["labels"] else ", no labels"
     print(f"{r['path']}: {r['images']} images, {r['resolution']}x{r['resolution']}x{r['channels']}{what}")
     return 0
@@ -65,7 +65,7 @@ def _presets(a: argparse.Namespace) -> int:
     for name in list_presets():
         c = load_config(name)
         print(f"{name:28s} {c['model']['name']:8s} {c['loss']['name']:8s} {c['data']['source']} "
-              f"{c['data']['resolution']}px, {c['train']['steps']} steps")  # fmt: skip
+              f"{c['data']['resolution']}px, {c['train']['steps']} steps")
     return 0
 
 

@@ -12,7 +12,7 @@ from ganforge.cli.sample import add_conditioning
 from ganforge.errors import UserError
 
 METHOD_HELP = ("sefa: closed-form factorisation of the first layer (Shen & Zhou 2021); pca: GANSpace (Härkönen et "
-               "al. 2020); classifier: one linear boundary per class of a classifier (InterFaceGAN, Shen et al. 2020)")  # fmt: skip
+               "al. 2020); classifier: one linear boundary per class of a classifier (InterFaceGAN, Shen et al. 2020)")
 
 
 def _directions_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def _directions_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, help="samples for pca / classifier (default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of those samples (default 0)")
     p.add_argument("--network", help="classifier: a feature network with class outputs (default: the run's "
-                                     "domain CNN, Fashion-MNIST or MNIST)")  # fmt: skip
+                                     "domain CNN, Fashion-MNIST or MNIST)")
     p.add_argument("--network-weights", help="classifier: a weights file for --network")
     p.add_argument(
         "--layers", help="sefa on style models: factorise only these style layers (coarse, middle, fine, A-B)"
@@ -41,7 +41,7 @@ def _directions(a: argparse.Namespace) -> int:
     keep = None if a.keep is None else [t.strip() for t in a.keep.split(",") if t.strip()]
     dirs = directions_for_run(a.run_dir, a.method, a.out, k=a.k, n=a.n, seed=a.seed, network=a.network,
                               network_weights=a.network_weights, layers=a.layers, condition_on=a.condition, keep=keep,
-                              ema=not a.no_ema, device=device_name(a.device), overwrite=a.overwrite)  # fmt: skip
+                              ema=not a.no_ema, device=device_name(a.device), overwrite=a.overwrite)
     what = {"sefa": "eigenvalue", "pca": "variance share", "classifier": "held-out accuracy"}.get(
         dirs.method, "importance"
     )
@@ -69,9 +69,9 @@ def _edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", help="seeds to edit, e.g. 1,2,3 (the images `ganforge sample` gives them)")
     p.add_argument("--latent", nargs="+", metavar="FILE.npz", help="latent files to edit (from ganforge project)")
     p.add_argument("--direction", required=True, metavar="DIRS.npz:NAME",
-                   help="a direction file (ganforge directions) and a direction's name or index in it")  # fmt: skip
+                   help="a direction file (ganforge directions) and a direction's name or index in it")
     p.add_argument("--strengths", default="-3,-1.5,0,1.5,3",
-                   help="standard deviations along the direction, in [-10, 10] (default -3,-1.5,0,1.5,3)")  # fmt: skip
+                   help="standard deviations along the direction, in [-10, 10] (default -3,-1.5,0,1.5,3)")
     p.add_argument("--layers", help="style models: edit only these style layers (coarse, middle, fine, A-B)")
     p.add_argument("--out", help="one PNG per latent and strength, plus manifest.json, into this folder")
     p.add_argument("--grid", help="a grid PNG: a row per latent, a column per strength")
@@ -91,7 +91,7 @@ def _edit(a: argparse.Namespace) -> int:
     out = edit_to_files(a.run_dir, a.direction, parse_strengths(a.strengths), seeds=seeds, latents=a.latent,
                         out_dir=a.out, grid=a.grid, gif=a.gif, layers=a.layers, cls=a.cls, attrs=a.attr,
                         upscale=a.upscale, duration_ms=a.duration, ema=not a.no_ema, device=device_name(a.device),
-                        overwrite=a.overwrite)  # fmt: skip
+                        overwrite=a.overwrite)
     print(f"{out['images']} images along {out['direction']!r}")
     for key in ("grid", "gif", "manifest"):
         if key in out:
@@ -102,13 +102,13 @@ def _edit(a: argparse.Namespace) -> int:
 def _project_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory written by `ganforge train`")
     p.add_argument("--target", nargs="+", required=True, metavar="IMG",
-                   help="images to project (converted as the run's training data was: crop, resize, channels)")  # fmt: skip
+                   help="images to project (converted as the run's training data was: crop, resize, channels)")
     p.add_argument("--out", required=True, help="folder for <stem>.npz, <stem>.png and <stem>-compare.png per target")
     p.add_argument("--space", choices=("z", "w", "w+"), help="latent space (default: w for style models, else z)")
     p.add_argument("--steps", type=int, help="optimisation steps (default 100)")
     p.add_argument("--restarts", type=int, help="starts optimised side by side; the best is kept (default 2)")
     p.add_argument("--network", help="perceptual distance network: fashion-mnist-cnn, mnist-cnn, lpips-vgg16, "
-                                     "inception-fid or none (default: the run's domain CNN, else none)")  # fmt: skip
+                                     "inception-fid or none (default: the run's domain CNN, else none)")
     p.add_argument("--network-weights", help="a weights file for --network (lpips-vgg16 needs one)")
     p.add_argument("--gif", action="store_true", help="also write <stem>.gif: target | reconstruction while it fits")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting points (default 0)")
@@ -123,7 +123,7 @@ def _project(a: argparse.Namespace) -> int:
 
     out = project_to_files(a.run_dir, a.target, a.out, space=a.space, steps=a.steps, restarts=a.restarts,
                            network=a.network, network_weights=a.network_weights, cls=a.cls, attrs=a.attr, gif=a.gif,
-                           seed=a.seed, ema=not a.no_ema, device=device_name(a.device), overwrite=a.overwrite)  # fmt: skip
+                           seed=a.seed, ema=not a.no_ema, device=device_name(a.device), overwrite=a.overwrite)
     for note in out["notes"]:
         print(f"note: {note}")
     print(f"projected into {out['space']} (loss: pixel MSE + {out['network']} distance)")
@@ -139,4 +139,4 @@ COMMANDS = [
             _directions_args, _directions),
     Command("edit", "move seeds or projected latents along a direction (PNGs + manifest, grid, GIF)",
             _edit_args, _edit),
-]  # fmt: skip
+]

@@ -20,7 +20,7 @@ def _publish(a: argparse.Namespace) -> int:
     from ganforge.publish import publish
 
     result = publish(a.run_dir, a.out, g_ema_only=a.g_ema_only, license=a.license, onnx=not a.no_onnx,
-                     overwrite=a.overwrite)  # fmt: skip
+                     overwrite=a.overwrite)
     print(f"bundle: {result['path']} ({', '.join(result['files'])})")
     for note in result["notes"]:
         print(f"note: {note}")
@@ -33,5 +33,5 @@ COMMANDS = [
             _publish_args, _publish,
             "Write README.md (a model card with Hub metadata and the evaluation), model.safetensors, config.json, "
             "the ONNX export and a sample grid into one folder; `ganforge sample DIR` and ganforge.load(DIR) use it "
-            "without the run folder, and every file's SHA-256 is checked on load."),  # fmt: skip
+            "without the run folder, and every file's SHA-256 is checked on load."),
 ]

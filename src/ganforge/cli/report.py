@@ -14,7 +14,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--eval-n", type=int, help="images per side for runs without an evaluation at their final step "
-                   "(default 2000, marked in the table)")  # fmt: skip
+                   "(default 2000, marked in the table)")
     g.add_argument(
         "--no-eval",
         action="store_true",
@@ -33,7 +33,7 @@ def _report(a: argparse.Namespace) -> int:
 
     out = write_report(a.run_dirs, a.out, eval_n=a.eval_n, no_eval=a.no_eval, network=a.network,
                        device=device_name(a.device), seed=a.seed, overwrite=a.overwrite, title=a.title,
-                       progress=not a.quiet)  # fmt: skip
+                       progress=not a.quiet)
     print(f"report: {out}")
     print(f"        {out.with_suffix('.md')}")
     return 0
@@ -41,9 +41,9 @@ def _report(a: argparse.Namespace) -> int:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("args", nargs="*", metavar="CONFIG|key=value",
-                   help="configs or presets to compare, then overrides applied to all (write them before the options)")  # fmt: skip
+                   help="configs or presets to compare, then overrides applied to all (write them before the options)")
     p.add_argument("--run", action="append", default=[], metavar="'LABEL=CONFIG key=value ...'",
-                   help="a labelled variant with its own overrides (repeatable)")  # fmt: skip
+                   help="a labelled variant with its own overrides (repeatable)")
     b = p.add_mutually_exclusive_group(required=True)
     b.add_argument("--minutes", type=float, help="training wall-clock per run on this machine (train.max_seconds)")
     b.add_argument("--images", type=int, help="real images shown to D per run")
@@ -62,7 +62,7 @@ def _compare(a: argparse.Namespace) -> int:
     overrides = [x for x in a.args if "=" in x]
     compare(entries_of(configs, a.run), a.out, minutes=a.minutes, images=a.images,
             seeds=parse_seeds(a.seeds, "--seeds"), eval_n=a.eval_n, network=a.network, overrides=overrides,
-            device=a.device, quiet=a.quiet)  # fmt: skip
+            device=a.device, quiet=a.quiet)
     return 0
 
 
@@ -73,12 +73,12 @@ COMMANDS = [
         _report_args,
         _report,
         "ganforge report RUN_DIR... [--out report.html] [--eval-n N | --no-eval]",
-    ),  # fmt: skip
+    ),
     Command(
         "compare",
         "train configs under one budget (minutes or images), evaluate them and write the report",
         _compare_args,
         _compare,
         "ganforge compare CONFIG... [key=value ...] (--minutes N | --images N) --out DIR [--seeds 0,1,2]",
-    ),  # fmt: skip
+    ),
 ]

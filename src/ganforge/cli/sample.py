@@ -16,7 +16,7 @@ def add_conditioning(p: argparse.ArgumentParser) -> None:
 def add_generator(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
     p.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
-                   help="style-based models: truncation psi (1 = plain sampling, 0.7 = typical images)")  # fmt: skip
+                   help="style-based models: truncation psi (1 = plain sampling, 0.7 = typical images)")
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def _sample(a: argparse.Namespace) -> int:
         raise UserError(f"--n must be at least 1, got {a.n}")
     out = sample_to_files(a.run_dir, n=a.n, seed=a.seed, grid=a.grid, out_dir=a.out, ema=not a.no_ema,
                           device=a.device, nrow=a.nrow, overwrite=a.overwrite, cls=a.cls, attrs=a.attr,
-                          truncation_psi=parse_psi(a.truncation))  # fmt: skip
+                          truncation_psi=parse_psi(a.truncation))
     if "grid" in out:
         print(f"grid: {out['grid']}")
     if "files" in out:
@@ -64,7 +64,7 @@ def _style_mix(a: argparse.Namespace) -> int:
 
     rows, cols = parse_seeds(a.rows, "--rows"), parse_seeds(a.cols, "--cols")
     path = style_mix_to_file(a.run_dir, rows, cols, a.layers, grid=a.grid, truncation_psi=parse_psi(a.truncation),
-                             cls=a.cls, attrs=a.attr, ema=not a.no_ema, device=a.device, overwrite=a.overwrite)  # fmt: skip
+                             cls=a.cls, attrs=a.attr, ema=not a.no_ema, device=a.device, overwrite=a.overwrite)
     print(f"grid: {path}")
     return 0
 

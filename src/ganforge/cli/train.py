@@ -35,14 +35,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes of this machine (one per GPU, or CPU processes): a shortcut for "
-                        "torchrun --standalone --nproc_per_node=N; train.batch_size is the global batch")  # fmt: skip
+                        "torchrun --standalone --nproc_per_node=N; train.batch_size is the global batch")
 
 
 def _forwarded_args(a: argparse.Namespace) -> list[str]:
     """The command line of one process of `--nproc`: the same request, without --nproc."""
     out = ["train", *a.args]
     for flag, value in (("--run-dir", a.run_dir), ("--resume", a.resume), ("--init-from", a.init_from),
-                        ("--device", a.device)):  # fmt: skip
+                        ("--device", a.device)):
         if value is not None:
             out += [flag, str(value)]
     return out + (["--quiet"] if a.quiet else []) + (["--debug"] if getattr(a, "debug", False) else [])
@@ -60,15 +60,15 @@ def _train(a: argparse.Namespace) -> int:
             raise UserError(f"--nproc must be a positive number of processes; got {a.nproc}")
         if os.environ.get("WORLD_SIZE"):
             raise UserError("--nproc starts its own processes; under torchrun leave it out (torchrun's "
-                            "--nproc_per_node sets the number)")  # fmt: skip
+                            "--nproc_per_node sets the number)")
         check_launch(config, overrides, resume=a.resume, device=a.device, nproc=a.nproc)
         rc = distributed.launch_local(a.nproc, _forwarded_args(a))
         if rc and rc <= 128:  # above: stopped by a signal, already explained
             print(f"ganforge: error: the {a.nproc}-process training job failed (exit code {rc}); see the messages "
-                  "above. Checkpoints already written are intact: continue with --resume RUN_DIR", file=sys.stderr)  # fmt: skip
+                  "above. Checkpoints already written are intact: continue with --resume RUN_DIR", file=sys.stderr)
         return rc
     run, summary = train(config, overrides, run_dir=a.run_dir, resume=a.resume, init_from=a.init_from,
-                         device=a.device, quiet=a.quiet)  # fmt: skip
+                         device=a.device, quiet=a.quiet)
     if distributed.is_main_process():
         report_run(run.path, summary)
     return EXIT_DISK_FULL if summary.get("stopped_by") == "disk full" else 0
@@ -98,13 +98,13 @@ def _demo(a: argparse.Namespace) -> int:
         print(f"  real vs generated: {compare_grid(run_path, device=device)}")
         r = evaluate_run(run_path, metrics="fid,kid,is", n=10000, device=device, announce=True)
         print(f"  FID {r['fid']:.3f}   KID {r['kid']:.5f} +- {r['kid_std']:.5f}   IS {r['is']:.3f} +- {r['is_std']:.3f}"
-              f"   (logged in {run_path / 'eval.jsonl'})")  # fmt: skip
+              f"   (logged in {run_path / 'eval.jsonl'})")
         print(f"  report:      {write_report([run_path], run_path / 'report.html', device=device, overwrite=True)}")
     return 0
 
 
 COMMANDS = [
     Command("train", "train a GAN from a config (a YAML path or preset name)", _train_args, _train,
-            "ganforge train CONFIG [key=value ...] | ganforge train --resume RUN_DIR [key=value ...]"),  # fmt: skip
+            "ganforge train CONFIG [key=value ...] | ganforge train --resume RUN_DIR [key=value ...]"),
     Command("demo", "train the default Fashion-MNIST DCGAN on CPU, evaluate it and write samples", _demo_args, _demo),
 ]

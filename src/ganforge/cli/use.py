@@ -18,7 +18,7 @@ def _interpolate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=24, help="frames per transition between keyframes (default 24)")
     p.add_argument("--space", choices=("z", "w"), default="z", help="z (any model) or w (style-based models)")
     p.add_argument("--mode", choices=("slerp", "lerp"),
-                   help="default: slerp in z (Gaussian latents), lerp in w (as StyleGAN)")  # fmt: skip
+                   help="default: slerp in z (Gaussian latents), lerp in w (as StyleGAN)")
     p.add_argument("--loop", action="store_true", help="walk back to the first keyframe (a seamless looping GIF)")
     p.add_argument("--class", dest="cls", help="class-conditional runs: the class of the whole walk (default 0)")
     p.add_argument("--classes", help="class-conditional runs: walk through these classes, e.g. 0,3,7 or names")
@@ -52,7 +52,7 @@ def _interpolate(a: argparse.Namespace) -> int:
         truncation_psi=parse_psi(a.truncation), cls=a.cls, classes=classes, attrs=a.attr, attr_walk=a.attr_walk,
         gif=a.gif, grid=a.grid, out_dir=a.out, mp4=a.mp4, duration_ms=a.duration, upscale=a.upscale, nrow=a.nrow,
         ema=not a.no_ema, device=device_name(a.device), overwrite=a.overwrite,
-    )  # fmt: skip
+    )
     print(f"{out['frames']} frames (keyframes at {', '.join(map(str, out['keyframes']))})")
     for key in ("gif", "mp4", "grid"):
         if key in out:
@@ -84,4 +84,4 @@ COMMANDS = [
             _interpolate_args, _interpolate),
     Command("serve", "local web playground for trained runs (grids, truncation, interpolation, style mixing)",
             _serve_args, _serve),
-]  # fmt: skip
+]

@@ -82,7 +82,7 @@ class _Packed:
 
 
 def _file_images(src: ImageFilesSource, resolution: int | None, crop: str, channels: int | None, labels: str,
-                 strict: bool, done: _Packed) -> Iterator[np.ndarray]:  # fmt: skip
+                 strict: bool, done: _Packed) -> Iterator[np.ndarray]:
     """Native images of a folder/zip, cropped and resized one by one (memory stays bounded); at the end `done`
     holds the labels of the images kept (unreadable files are skipped, or an error with `strict`)."""
     names = src._checked_names()
@@ -90,7 +90,7 @@ def _file_images(src: ImageFilesSource, resolution: int | None, crop: str, chann
         found, classes = auto_labels(names)
         if found is None:
             raise UserError(f"--labels from-folders: {src.path} has no class sub-folders (put each class's images in "
-                            "a folder of its own, at least two)")  # fmt: skip
+                            "a folder of its own, at least two)")
         all_labels: np.ndarray | None = np.asarray(found, np.int64)
     elif labels == "none":
         all_labels, classes = None, None
@@ -102,13 +102,13 @@ def _file_images(src: ImageFilesSource, resolution: int | None, crop: str, chann
         if size is None:
             if crop == "center" and arr.shape[0] != arr.shape[1]:
                 raise UserError(f"{src.where(names[i])} is {arr.shape[1]}x{arr.shape[0]}, not square; pass "
-                                "--resolution R to crop and resize every image to R x R")  # fmt: skip
+                                "--resolution R to crop and resize every image to R x R")
             size = max(arr.shape[:2]) if crop == "center-wide" else arr.shape[0]
         channels = channels or arr.shape[2]
         x = torch.from_numpy(arr).permute(2, 0, 1)
         if resolution is None and crop == "center" and tuple(arr.shape[:2]) != (size, size):
             raise UserError(f"{src.where(names[i])} is {arr.shape[1]}x{arr.shape[0]} but the first image is "
-                            f"{size}x{size}; pass --resolution R to resize every image to R x R")  # fmt: skip
+                            f"{size}x{size}; pass --resolution R to resize every image to R x R")
         kept.append(i)
         if crop == "center-wide":
             yield center_wide(T.to_channels(x, channels), size).permute(1, 2, 0).numpy()
@@ -122,7 +122,7 @@ def _file_images(src: ImageFilesSource, resolution: int | None, crop: str, chann
 def pack(
     source: str, out: str | Path, *, resolution: int | None = None, crop: str = "center", labels: str = "auto",
     channels: int | None = None, data_dir: str | None = None, strict: bool = False, overwrite: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Write `source` (a dataset name, folder or zip) as a StyleGAN dataset zip at `out`. Everything is checked and
     decoded before the zip appears (written atomically). Returns what was written."""
     out = Path(out)
@@ -136,7 +136,7 @@ def pack(
     else:
         if crop != "center" or labels == "from-folders":
             raise UserError(f"--crop {crop} and --labels from-folders need a folder or zip of images; {source} is a "
-                            "dataset of one size with its own labels")  # fmt: skip
+                            "dataset of one size with its own labels")
         info = src.info(strict)
         shape = info.get("shape") or info.get("max_shape")
         res = resolution or (shape[0] if shape and shape[0] == shape[1] else None)
@@ -149,7 +149,7 @@ def pack(
             done.kind = raw.label_kind or ("attributes" if raw.labels.ndim == 2 else "class")
     count, shape = _write_zip(out, images, done, source)
     return {"path": str(out), "images": count, "resolution": shape[0], "channels": shape[2], "labels": done.kind,
-            "classes": done.names}  # fmt: skip
+            "classes": done.names}
 
 
 def _write_zip(out: Path, images: Iterable[np.ndarray], done: _Packed, source: str) -> tuple[int, tuple]:
@@ -168,7 +168,7 @@ def _write_zip(out: Path, images: Iterable[np.ndarray], done: _Packed, source: s
             entries = None
             if done.labels is not None:
                 entries = [[archive_name(i), int(v) if done.kind == "class" else [float(a) for a in v]]
-                           for i, v in enumerate(done.labels)]  # fmt: skip
+                           for i, v in enumerate(done.labels)]
             meta = {"labels": entries, "ganforge": {"label_kind": done.kind, "names": done.names, "source": source}}
             zf.writestr(DATASET_JSON, json.dumps(meta))
 

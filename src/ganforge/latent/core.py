@@ -38,7 +38,7 @@ def spaces_of(G: nn.Module) -> tuple[str, ...]:
 def check_space(G: nn.Module, space: str) -> str:
     if space not in spaces_of(G):
         raise UserError(f"--space {space}: this run's generator ({type(G).__name__}) has the latent space(s) "
-                        f"{', '.join(spaces_of(G))}; w and w+ need a style-based model")  # fmt: skip
+                        f"{', '.join(spaces_of(G))}; w and w+ need a style-based model")
     return space
 
 
@@ -117,7 +117,7 @@ def render(G: nn.Module, latent: Latent, batch_size: int = 64) -> torch.Tensor:
     step = 1 if per_item_noise else batch_size
     for i in range(0, len(latent), step):
         part = Latent(latent.values[i : i + step], latent.space,
-                      None if latent.labels is None else latent.labels[i : i + step])  # fmt: skip
+                      None if latent.labels is None else latent.labels[i : i + step])
         noise = None
         if latent.noise is not None:
             noise = [n[i : i + 1] for n in latent.noise] if per_item_noise else latent.noise
@@ -159,7 +159,7 @@ def load_npz(path: Path, what: str) -> tuple[dict[str, np.ndarray], dict[str, An
             raise ValueError("header is not an object")
     except (OSError, ValueError, KeyError, EOFError) as e:
         raise UserError(f"{what} {path} is not a ganforge file ({type(e).__name__}: {e}); make it with ganforge "
-                        "project / ganforge directions") from None  # fmt: skip
+                        "project / ganforge directions") from None
     return arrays, header
 
 
@@ -167,7 +167,7 @@ def check_fingerprint(header: dict[str, Any], G: nn.Module, path: Path, what: st
     mine = fingerprint(G)
     if header.get("fingerprint") != mine:
         raise UserError(f"{what} {path} was made for another generator (fingerprint {header.get('fingerprint')}, "
-                        f"this run's is {mine}); compute it again for this run")  # fmt: skip
+                        f"this run's is {mine}); compute it again for this run")
 
 
 def save_latent(path: Path, latent: Latent, G: nn.Module, **info: Any) -> Path:
@@ -177,7 +177,7 @@ def save_latent(path: Path, latent: Latent, G: nn.Module, **info: Any) -> Path:
     for i, n in enumerate(latent.noise or []):
         arrays[f"noise{i}"] = n.detach().cpu().float().numpy()
     header = {"format": FORMAT, "space": latent.space, "fingerprint": fingerprint(G),
-              "noise_maps": len(latent.noise or []), **latent.info, **info}  # fmt: skip
+              "noise_maps": len(latent.noise or []), **latent.info, **info}
     return save_npz(path, arrays, header)
 
 

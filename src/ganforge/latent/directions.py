@@ -60,9 +60,9 @@ class Directions:
 
     def save(self, path: str | Path) -> Path:
         arrays = {"vectors": self.vectors.float().numpy(), "importance": self.importance.double().numpy(),
-                  "scale": self.scale.double().numpy()}  # fmt: skip
+                  "scale": self.scale.double().numpy()}
         header = {"format": FORMAT, "space": self.space, "fingerprint": self.fingerprint, "names": self.names,
-                  "method": self.method, "info": self.info}  # fmt: skip
+                  "method": self.method, "info": self.info}
         return save_npz(Path(path), arrays, header)
 
     @classmethod
@@ -71,21 +71,21 @@ class Directions:
         arrays, header = load_npz(Path(path), "direction file")
         if header.get("format") != FORMAT or "vectors" not in arrays:
             raise UserError(f"direction file {path} is not a ganforge direction file (format "
-                            f"{header.get('format')!r}); make it with ganforge directions")  # fmt: skip
+                            f"{header.get('format')!r}); make it with ganforge directions")
         if G is not None:
             check_fingerprint(header, G, Path(path), "direction file")
         return cls(torch.from_numpy(arrays["vectors"]), header["space"], [str(n) for n in header["names"]],
                    torch.from_numpy(arrays["importance"]), torch.from_numpy(arrays["scale"]), header["method"],
-                   header["fingerprint"], header.get("info", {}))  # fmt: skip
+                   header["fingerprint"], header.get("info", {}))
 
     def to_metadata(self) -> dict[str, Any]:
         """JSON-ready, for exported models: everything needed to edit without ganforge."""
         rule = {"z": "z' = z + strength * scale[k] * vectors[k]",
-                "w": "ws'[:, layers] = ws[:, layers] + strength * scale[k] * vectors[k] (all layers by default)"}  # fmt: skip
+                "w": "ws'[:, layers] = ws[:, layers] + strength * scale[k] * vectors[k] (all layers by default)"}
         return {"method": self.method, "space": self.space, "names": self.names,
                 "importance": self.importance.tolist(), "scale": self.scale.tolist(),
                 "vectors": self.vectors.float().tolist(), "fingerprint": self.fingerprint,
-                "edit": rule[self.space], "strengths": "in standard deviations of the latent, typically -3 to 3"}  # fmt: skip
+                "edit": rule[self.space], "strengths": "in standard deviations of the latent, typically -3 to 3"}
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ ENTRIES: dict[str, Entry] = {
     "MLPGenerator": Entry(lambda G: G.net[0].weight, lambda G: (G.net[2], True)),
     "ProGANGenerator": Entry(
         lambda G: G.blocks[0].dense.weight * G.blocks[0].dense.scale, lambda G: (G.blocks[0], False)
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -155,7 +155,7 @@ def entry(G: nn.Module, method: str) -> Entry:
     name = type(G).__name__
     if name not in ENTRIES:
         raise UserError(f"--method {method} does not know where a {name} reads its latent (known: "
-                        f"{', '.join(ENTRIES)} and style models); use --method classifier")  # fmt: skip
+                        f"{', '.join(ENTRIES)} and style models); use --method classifier")
     return ENTRIES[name]
 
 
@@ -165,7 +165,7 @@ def style_affines(G: nn.Module, layers: list[int] | None = None) -> torch.Tensor
     from ganforge.models.stylegan2 import SynthesisLayer
 
     rows = [layer.affine.weight * layer.affine.scale for i, layer in G.synthesis.modulated_layers()
-            if isinstance(layer, SynthesisLayer) and (layers is None or i in layers)]  # fmt: skip
+            if isinstance(layer, SynthesisLayer) and (layers is None or i in layers)]
     if not rows:
         raise UserError(f"--layers {layers}: no modulated conv reads those ws; pick other layers")
     return torch.cat(rows)
@@ -193,7 +193,7 @@ def sample_latents(G: nn.Module, spec: Spec, n: int, stream: int = 0) -> tuple[t
         return z, labels
     device = next(G.parameters()).device
     ws = [G.mapping(z[i : i + 512].to(device), None if labels is None else labels[i : i + 512].to(device),
-                    update_w_avg=False)[:, 0].cpu() for i in range(0, n, 512)]  # fmt: skip
+                    update_w_avg=False)[:, 0].cpu() for i in range(0, n, 512)]
     return torch.cat(ws), labels
 
 
@@ -299,7 +299,7 @@ def class_scores(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     if multi_label:
         return logits
     others = torch.stack([torch.cat([logits[:, :c], logits[:, c + 1 :]], 1).logsumexp(1)
-                          for c in range(logits.shape[1])], 1)  # fmt: skip
+                          for c in range(logits.shape[1])], 1)
     return logits - others
 
 
@@ -337,7 +337,7 @@ def classifier(G: nn.Module, spec: Spec, ratio: float = 0.05, held_out: float = 
         accuracy.append(float((pred == y[cut:].bool()).double().mean()))
         vectors.append(w)
     info = {"n": n, "ratio": ratio, "held_out": held_out, "held_out_accuracy": dict(zip(names, accuracy, strict=True)),
-            "class_share": {nm: float((logits.argmax(1) == c).double().mean()) for c, nm in enumerate(names)}}  # fmt: skip
+            "class_share": {nm: float((logits.argmax(1) == c).double().mean()) for c, nm in enumerate(names)}}
     return Found(torch.stack(vectors), torch.tensor(accuracy, dtype=torch.float64), list(names), info)
 
 
@@ -379,7 +379,7 @@ def compute_directions(G: nn.Module, method: str, spec: Spec | None = None) -> D
     vectors = v[order].float()
     return Directions(vectors, space, [names[i] for i in order.tolist()], found.importance.double()[order],
                       latent_scale(G, vectors, space, spec.seed), method, fingerprint(G),
-                      {**found.info, "seed": spec.seed})  # fmt: skip
+                      {**found.info, "seed": spec.seed})
 
 
 def condition(dirs: Directions, target: str | int, keep: list[str | int], G: nn.Module | None = None) -> Directions:
@@ -399,11 +399,11 @@ def condition(dirs: Directions, target: str | int, keep: list[str | int], G: nn.
     cosines = {dirs.names[k]: float(dirs.vectors[k].double() @ a) for k in ks}
     name = f"{dirs.names[t]}_keep_{'_'.join(dirs.names[k] for k in ks)}"
     info = {**dirs.info, "conditioned": {"target": dirs.names[t], "keep": [dirs.names[k] for k in ks],
-                                         "cosine_before": cosines}}  # fmt: skip
+                                         "cosine_before": cosines}}
     vec = out.float()[None]
     scale = dirs.scale[t : t + 1].clone() if G is None else latent_scale(G, vec, dirs.space, dirs.info.get("seed", 0))
     return Directions(vec, dirs.space, [name], dirs.importance[t : t + 1].clone(), scale, dirs.method,
-                      dirs.fingerprint, info)  # fmt: skip
+                      dirs.fingerprint, info)
 
 
 # --- classifiers by name -------------------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def network_classifier(name: str, weights: str | None = None) -> tuple[Classifie
 
 
 def run_spec(cfg: dict[str, Any], method: str, *, k: int | None = None, n: int | None = None, seed: int = 0,
-             network: str | None = None, network_weights: str | None = None) -> Spec:  # fmt: skip
+             network: str | None = None, network_weights: str | None = None) -> Spec:
     """The Spec for a run's generator: its label kind and, for the classifier method, `network` or the run's
     domain classifier (the 10-class Fashion-MNIST / MNIST CNN)."""
     from ganforge.metrics.domain import DOMAIN_DATASETS
@@ -445,7 +445,7 @@ def run_spec(cfg: dict[str, Any], method: str, *, k: int | None = None, n: int |
         network = default_network(cfg["data"]["source"])
         if network not in DOMAIN_DATASETS:
             raise UserError(f"this run's data ({cfg['data']['source']}) has no shipped classifier; pass --network "
-                            "NAME, a feature network with class outputs")  # fmt: skip
+                            "NAME, a feature network with class outputs")
     fn, names, multi = network_classifier(network, network_weights)
     return Spec(k=k, n=n, seed=seed, classifier=fn, class_names=names, multi_label=multi, label_kind=kind)
 
@@ -485,7 +485,7 @@ def directions_for_run(
     network: str | None = None, network_weights: str | None = None, layers: str | None = None,
     condition_on: str | None = None, keep: list[str] | None = None, ema: bool = True, device: str = "cpu",
     overwrite: bool = False,
-) -> Directions:  # fmt: skip
+) -> Directions:
     """`ganforge directions`: compute a run's directions (optionally one conditioned on others) into `out`.
     Every argument is checked before the work, and nothing is written on an error."""
     from ganforge.generate import load_generator, style_layers

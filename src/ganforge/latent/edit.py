@@ -31,7 +31,7 @@ def check_strengths(strengths: Sequence[float]) -> list[float]:
     bad = [s for s in values if not math.isfinite(s) or abs(s) > MAX_STRENGTH]
     if bad:
         raise UserError(f"strength {bad[0]:g} is out of range: strengths are standard deviations of the latent along "
-                        f"the direction, in [-{MAX_STRENGTH:g}, {MAX_STRENGTH:g}] (typically -3 to 3)")  # fmt: skip
+                        f"the direction, in [-{MAX_STRENGTH:g}, {MAX_STRENGTH:g}] (typically -3 to 3)")
     return values
 
 
@@ -60,14 +60,14 @@ def _repeat(t: torch.Tensor | None, times: int) -> torch.Tensor | None:
 def edited_latents(
     G: nn.Module, latent: Latent, directions: Directions, name_or_index: str | int, strengths: Sequence[float],
     layers: str | Sequence[int] | None = None,
-) -> Latent:  # fmt: skip
+) -> Latent:
     """Every latent at every strength (latent-major: row i holds latent i at each strength in turn). z directions
     move z; w directions move every ws of a style model (or those of `layers`), so the result is in w+."""
     from ganforge.latent.core import fingerprint
 
     if directions.fingerprint != fingerprint(G):
         raise UserError(f"these directions were computed for another generator (fingerprint {directions.fingerprint}, "
-                        f"this run's is {fingerprint(G)}); compute them again for this run")  # fmt: skip
+                        f"this run's is {fingerprint(G)}); compute them again for this run")
     k = directions.index(name_or_index)
     values = check_strengths(strengths)
     idx = layer_indices(G, layers)
@@ -79,7 +79,7 @@ def edited_latents(
     if directions.space == "z":
         if latent.space != "z":
             raise UserError(f"a z direction cannot edit a {latent.space} latent; use directions of this run's "
-                            f"{latent.space} space (style models: w)")  # fmt: skip
+                            f"{latent.space} space (style models: w)")
         if idx is not None:
             raise UserError("--layers applies to w directions of style models; this direction is in z")
         z = latent.values.float().repeat_interleave(reps, 0)
@@ -102,7 +102,7 @@ def latent_ws(G: nn.Module, latent: Latent, i: int) -> torch.Tensor:
 def edit(
     G: nn.Module, latent_or_seeds: Latent | Sequence[int], directions: Directions, name_or_index: str | int,
     strengths: Sequence[float], layers: str | Sequence[int] | None = None, labels: torch.Tensor | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Images (NCHW, CPU, [-1, 1]) of each latent (or seed) at each strength, latent-major; see `edited_latents`.
     Style models render one image at a time so that strength 0 is the seed's (or latent's) image bit for bit."""
     latent = latent_or_seeds if isinstance(latent_or_seeds, Latent) else seeds_latent(G, latent_or_seeds, labels)
@@ -124,7 +124,7 @@ def load_latents(paths: Sequence[str | Path], G: nn.Module) -> tuple[Latent, lis
     noise = None
     if parts[0].noise is not None:
         noise = [torch.cat([x.noise[j].expand(len(x), *x.noise[j].shape[1:]) for x in parts])  # type: ignore[index]
-                 for j in range(len(parts[0].noise))]  # fmt: skip
+                 for j in range(len(parts[0].noise))]
     names = [f"{p}#{i}" for p, x in zip(paths, parts, strict=True) for i in range(len(x))]
     return Latent(torch.cat([x.values for x in parts]), parts[0].space, labels, noise), names
 
@@ -145,7 +145,7 @@ def edit_to_files(
     latents: Sequence[str | Path] | None = None, out_dir: str | Path | None = None, grid: str | Path | None = None,
     gif: str | Path | None = None, layers: str | None = None, cls: str | None = None, attrs: str | None = None,
     upscale: int = 1, duration_ms: int = 200, ema: bool = True, device: str = "cpu", overwrite: bool = False,
-) -> dict[str, object]:  # fmt: skip
+) -> dict[str, object]:
     """`ganforge edit`: seeds or latent files moved along one direction, as one PNG per (latent, strength) with a
     manifest.json, a grid (a row per latent, a column per strength) and/or a GIF (a frame per strength). Every
     input and target is checked before anything is rendered; no file is replaced without `overwrite`."""
@@ -193,7 +193,7 @@ def edit_to_files(
         for p, arr in zip(files, to_uint8(x), strict=True):
             save_png(arr, p)
         manifest = [{**key, "direction": dirs.names[k], "strength": s, "file": files[i * len(values) + j].name}
-                    for i, key in enumerate(keys) for j, s in enumerate(values)]  # fmt: skip
+                    for i, key in enumerate(keys) for j, s in enumerate(values)]
         atomic_write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
         written["files"] = [str(p) for p in files]
         written["manifest"] = str(folder / "manifest.json")

@@ -179,7 +179,7 @@ def load_lpips_vgg16(weights: str | os.PathLike[str] | None) -> LPIPSVGG16:
     bundled with ganforge (VGG16's are ImageNet-trained, LPIPS's lin layers BSD-licensed: fetch them yourself)."""
     if weights is None:
         raise UserError("--network lpips-vgg16 needs its weights: --network-weights FILE, a state dict saved from "
-                        "lpips.LPIPS(net='vgg') (pip install lpips)")  # fmt: skip
+                        "lpips.LPIPS(net='vgg') (pip install lpips)")
     state = {k.removeprefix("module."): v for k, v in read_state_dict(weights, "LPIPS").items()}
     state = {k: v for k, v in state.items() if not k.startswith("lins.")}
     model = LPIPSVGG16()

@@ -123,7 +123,7 @@ def _check(G: nn.Module, targets: torch.Tensor, steps: int, restarts: int, label
     want = (int(G.channels), int(G.resolution), int(G.resolution))
     if targets.dim() != 4 or tuple(targets.shape[1:]) != want or len(targets) == 0:
         raise UserError(f"projection targets must be (N, {want[0]}, {want[1]}, {want[2]}) images in [-1, 1] (this "
-                        f"generator's size), got {tuple(targets.shape)}; convert them with latent.targets.load_targets")  # fmt: skip
+                        f"generator's size), got {tuple(targets.shape)}; convert them with latent.targets.load_targets")
     if not torch.isfinite(targets).all():
         raise UserError("projection targets contain NaN or infinite values")
     if not 1 <= steps <= MAX_STEPS:
@@ -179,7 +179,7 @@ def project(
     restarts: int = DEFAULT_RESTARTS, seed: int = 0, loss: ProjectionLoss | None = None,
     labels: torch.Tensor | None = None, callback: Callable[[int, int], bool | None] | None = None,
     label_kind: str = "class", record_every: int = 0,
-) -> Projection:  # fmt: skip
+) -> Projection:
     """Project targets (N, C, H, W) in [-1, 1], at the generator's resolution and channels, into its latent space:
     all targets and restarts in one batch. `space`: z, w or w+ (default w for style models, else z). `loss`:
     default pixel MSE only (see latent/perceptual.py; `ganforge project` uses the run's domain network too).
@@ -214,7 +214,7 @@ def project(
                 lb = None
                 if num:
                     lb = fixed.repeat(R - 1, *[1] * (fixed.dim() - 1)).to(device) if fixed is not None else \
-                        torch.full((B - n, num), 1.0 / num if label_kind == "class" else 0.5, device=device)  # fmt: skip
+                        torch.full((B - n, num), 1.0 / num if label_kind == "class" else 0.5, device=device)
                 drawn = G.mapping(z, lb, update_w_avg=False)[:, 0]
                 starts = torch.cat([starts[:n], avg.expand(n, -1).repeat(R - 1, 1).lerp(drawn, 0.5)])
         lat = starts.clone()
@@ -235,7 +235,7 @@ def project(
     maps = None
     if style:
         maps = [torch.randn(B, 1, *m.noise_const.shape[-2:], generator=gen).to(device).requires_grad_(True)
-                for m in noise_layers(G)]  # fmt: skip
+                for m in noise_layers(G)]
         params += maps
 
     def soft_labels() -> torch.Tensor | None:
@@ -287,7 +287,7 @@ def project(
 
     with torch.no_grad():
         final = Latent(lat.detach().cpu(), space, None if soft_labels() is None else soft_labels().detach().cpu(),
-                       None if maps is None else [m.detach().cpu() for m in maps])  # fmt: skip
+                       None if maps is None else [m.detach().cpu() for m in maps])
         everything = render(G, final, batch_size=1)
         scores = loss(everything.to(device), target_b, target_feats)["total"].view(R, n)
         best = scores.argmin(dim=0).cpu()  # per target, the restart with the lowest final loss
@@ -295,7 +295,7 @@ def project(
         latent = Latent(final.values[pick].clone(), space,
                         None if final.labels is None else final.labels[pick].clone(),
                         None if final.noise is None else [m[pick].clone() for m in final.noise],
-                        {"restart": best.tolist(), "steps": steps, "restarts": R, "seed": seed})  # fmt: skip
+                        {"restart": best.tolist(), "steps": steps, "restarts": R, "seed": seed})
         images = everything[pick].clone()
         parts = loss(
             images.to(device),
@@ -334,7 +334,7 @@ def project_to_files(
     steps: int | None = None, restarts: int | None = None, network: str | None = None,
     network_weights: str | None = None, cls: str | None = None, attrs: str | None = None, gif: bool = False,
     seed: int = 0, ema: bool = True, device: str = "cpu", overwrite: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """`ganforge project`: per target, OUT/<stem>.npz (the latent, its space, the generator's fingerprint, the final
     losses), <stem>.png (the reconstruction, as `ganforge sample` writes images), <stem>-compare.png (target |
     reconstruction) and, with `gif`, <stem>.gif (the optimisation). Every target and output name is checked, and
@@ -364,15 +364,15 @@ def project_to_files(
     loss = ProjectionLoss(build_network(name, network_weights))
     kind = "attributes" if cfg["model"].get("label_kind") == "attributes" else "class"
     p = project(G, x, space=space, steps=steps, restarts=restarts, seed=seed, loss=loss, labels=labels,
-                label_kind=kind, record_every=max(1, steps // GIF_FRAMES) if gif else 0)  # fmt: skip
+                label_kind=kind, record_every=max(1, steps // GIF_FRAMES) if gif else 0)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for i, (stem, target) in enumerate(zip(stems, targets, strict=True)):
         one = Latent(p.latent.values[i : i + 1], p.latent.space,
                      None if p.latent.labels is None else p.latent.labels[i : i + 1],
-                     None if p.latent.noise is None else [m[i : i + 1] for m in p.latent.noise])  # fmt: skip
+                     None if p.latent.noise is None else [m[i : i + 1] for m in p.latent.noise])
         save_latent(folder / f"{stem}.npz", one, G, losses=p.losses[i], target=str(target), network=name,
-                    steps=steps, restarts=restarts, seed=seed, restart=p.latent.info["restart"][i])  # fmt: skip
+                    steps=steps, restarts=restarts, seed=seed, restart=p.latent.info["restart"][i])
         save_png(to_uint8(p.images[i : i + 1])[0], folder / f"{stem}.png")
         save_png(make_grid(torch.cat([x[i : i + 1], p.images[i : i + 1]]), nrow=2), folder / f"{stem}-compare.png")
         if gif:

@@ -44,7 +44,7 @@ def _decode(data: bytes, name: str) -> torch.Tensor:
         w = h = 0  # decode_image below says what is wrong
     if w * h > MAX_TARGET_PIXELS:
         raise UserError(f"target {name}: too many pixels ({w}x{h}), possibly a decompression bomb; at most "
-                        f"{MAX_TARGET_PIXELS:,} pixels")  # fmt: skip
+                        f"{MAX_TARGET_PIXELS:,} pixels")
     try:
         arr = decode_image(io.BytesIO(data))
     except BadImage as e:

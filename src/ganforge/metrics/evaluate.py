@@ -89,12 +89,12 @@ def dataset_batches(images: np.ndarray, idx: np.ndarray, batch_size: int = 500) 
 def reference_features(
     spec: str, net: FeatureExtractor, *, resolution: int, channels: int, n: int | None, data_dir: str | None = None,
     seed: int = 0, device: str = "cpu", cache: bool = True, progress: bool = True,
-) -> tuple[dict[str, np.ndarray], bool]:  # fmt: skip
+) -> tuple[dict[str, np.ndarray], bool]:
     """Features of (a seeded subset of) a data source; returns (features, came_from_cache)."""
     data = load_dataset(spec, resolution, channels, data_dir=data_dir)
     count = len(data.images) if n is None else min(n, len(data.images))
     key_src = json.dumps([STATS_FORMAT, data.spec, net.name, weights_id(net), net.resize, resolution, channels, count,
-                          seed])  # fmt: skip
+                          seed])
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in data.spec)[-40:]
     path = cache_root() / "stats" / f"{slug}-{net.name}-{net.resize}-{resolution}px-{count}-{key}.npz"
@@ -120,7 +120,7 @@ def reference_features(
 def compute_metrics(
     real: dict[str, np.ndarray], fake: dict[str, np.ndarray], metrics: list[str], *, kid_subsets: int = 100,
     kid_subset_size: int = 1000, k: int = 3,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """metric name -> value, from two feature dicts (features, logits)."""
     out: dict[str, float] = {}
     if "fid" in metrics:
@@ -149,7 +149,7 @@ def _gaussian(feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def generated_batches(
     G: torch.nn.Module, n: int, seed: int, batch_size: int = 250, *, quantized: bool = True,
     truncation_psi: float = 1.0, save_dir: Path | None = None,
-) -> Iterator[torch.Tensor]:  # fmt: skip
+) -> Iterator[torch.Tensor]:
     """n images of G in blocks, rounded to 8 bits unless `quantized` is false; with `save_dir`, each block is also
     written there as PNGs (000000.png, ...): exactly the images that are scored."""
     from ganforge.models.inference import inference_copy
@@ -178,7 +178,7 @@ def check_samples_dir(path: str | Path | None) -> Path | None:
 
 
 def _ppl(G: torch.nn.Module, net: FeatureExtractor, n: int, *, space: str | None, sampling: str, seed: int,
-         device: str, lpips_weights: str | None) -> float:  # fmt: skip
+         device: str, lpips_weights: str | None) -> float:
     """PPL with LPIPS-VGG16 when its weights are given, else with the run's feature network."""
     from ganforge.metrics.features import full_float32
     from ganforge.metrics.lpips import load_lpips
@@ -188,7 +188,7 @@ def _ppl(G: torch.nn.Module, net: FeatureExtractor, n: int, *, space: str | None
     dist = load_lpips(lpips_weights).to(device) if lpips_weights else feature_distance(net.to(device).eval())
     with full_float32():
         return perceptual_path_length(G.eval(), dist, n, space=space or ("w" if styled else "z"), sampling=sampling,
-                                      seed=seed)  # fmt: skip
+                                      seed=seed)
 
 
 def evaluate_generator(
@@ -198,7 +198,7 @@ def evaluate_generator(
     quantized: bool = True, truncation_psi: float = 1.0, ema: bool | None = None, standing_stats: bool | None = None,
     save_samples: str | Path | None = None, lpips_weights: str | None = None, ppl_space: str | None = None,
     ppl_sampling: str = "end",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Metrics of `n` images of generator G (trained with config `cfg`) against a reference source (default:
     its training data), as a record for eval.jsonl with its `protocol`. The function behind `ganforge eval` and
     FID during training; `network` may be a built extractor (its own resize mode), so a trainer builds it once.
@@ -210,25 +210,25 @@ def evaluate_generator(
     d = cfg["data"]
     ref = ref or d["source"]
     net = network if isinstance(network, FeatureExtractor) else build_network(network or default_network(d["source"]),
-                                                                             inception_weights, resize)  # fmt: skip
+                                                                             inception_weights, resize)
     t0 = time.perf_counter()
     real, cached = reference_features(ref, net, resolution=d["resolution"], channels=d["channels"], n=n_ref,
-                                      data_dir=d["data_dir"], seed=seed, device=device, progress=progress)  # fmt: skip
+                                      data_dir=d["data_dir"], seed=seed, device=device, progress=progress)
     result: dict[str, float] = {}
     if set(names) - {"ppl"} or save_dir is not None:
         batches = generated_batches(G, n, seed + 1, quantized=quantized, truncation_psi=truncation_psi,
-                                    save_dir=save_dir)  # fmt: skip
+                                    save_dir=save_dir)
         fake = extract(net, batches, device=device, progress=progress, total=n)
         result = compute_metrics(real, fake, [m for m in names if m != "ppl"])
     if "ppl" in names:
         result["ppl"] = _ppl(G, net, n, space=ppl_space, sampling=ppl_sampling, seed=seed, device=device,
-                             lpips_weights=lpips_weights)  # fmt: skip
+                             lpips_weights=lpips_weights)
     protocol = Protocol(net.name, weights_id(net), n, int(len(real["features"])), _spec_name(ref), net.resize,
-                        quantized, seed, truncation_psi, ema, standing_stats)  # fmt: skip
+                        quantized, seed, truncation_psi, ema, standing_stats)
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "network": net.name, "n": n,
             "n_ref": int(len(real["features"])), "ref": ref, "ref_cached": cached,
             "seconds": round(time.perf_counter() - t0, 2), **result, "protocol": protocol.as_dict(),
-            "warnings": n_warnings([protocol])}  # fmt: skip
+            "warnings": n_warnings([protocol])}
 
 
 def _spec_name(spec: str) -> str:
@@ -248,7 +248,7 @@ def evaluate_sources(
     real: str, fake: str, *, metrics: str | list[str] = "fid,kid", n: int | None = None, network: str | None = None,
     resolution: int | None = None, channels: int | None = None, device: str = "cpu", seed: int = 0,
     inception_weights: str | None = None, data_dir: str | None = None, progress: bool = True, resize: str = "legacy",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Metrics between any two image sources (folders, zips, dataset specs), like pytorch-fid's CLI: each side is
     read at its own size (unless `resolution` is given) and resized once, by the network, to its input size."""
     names = parse_metrics(metrics)
@@ -262,16 +262,16 @@ def evaluate_sources(
     for spec, cache in ((real, True), (fake, False)):
         res = resolution or native_resolution(spec, data_dir if cache else None) or int(net.input_size)
         feats, cached = reference_features(spec, net, resolution=res, channels=ch, n=n, seed=seed, device=device,
-                                           data_dir=data_dir if cache else None, progress=progress, cache=cache)  # fmt: skip
+                                           data_dir=data_dir if cache else None, progress=progress, cache=cache)
         sides.append((feats, cached, res))
     (fr, cached, res_real), (ff, _, res_fake) = sides
     result = compute_metrics(fr, ff, names)
     protocol = Protocol(net.name, weights_id(net), int(len(ff["features"])), int(len(fr["features"])),
-                        _spec_name(real), net.resize, True, seed)  # fmt: skip
+                        _spec_name(real), net.resize, True, seed)
     return {"network": net_name, "n_real": int(len(fr["features"])), "n_fake": int(len(ff["features"])),
             "resolution": res_real, "resolution_fake": res_fake, "ref_cached": cached,
             "seconds": round(time.perf_counter() - t0, 2), **result, "protocol": protocol.as_dict(),
-            "warnings": n_warnings([protocol])}  # fmt: skip
+            "warnings": n_warnings([protocol])}
 
 
 def build_network(name: str, weights: str | None = None, resize: str = "legacy") -> FeatureExtractor:

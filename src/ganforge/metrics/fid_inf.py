@@ -22,7 +22,7 @@ POINTS = 15  # the paper's number of subset sizes
 def fid_infinity(
     mu_real: np.ndarray, sigma_real: np.ndarray, fake_features: object, *, points: int = POINTS,
     min_fraction: float = 0.2, seed: int = 0,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, float]:
     """(FID∞, slope k) from the reference Gaussian and all generated features: FID at `points` subset sizes evenly
     spaced from `min_fraction` of the images to all of them (the paper: 5k..50k of 50k), linear fit in 1/n."""
     f = as_features(fake_features, "FID∞ features")

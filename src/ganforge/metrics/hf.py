@@ -31,7 +31,7 @@ def weights_folder(name: str, weights: str | os.PathLike[str] | None) -> Path:
     if not (d / "config.json").is_file():
         raise UserError(f"feature network {name}: no Hugging Face model folder at {d} (config.json missing); download "
                         f"{HUB_NAMES[name]} there (huggingface-cli download {HUB_NAMES[name]} --local-dir {d}) "
-                        "or pass --network-weights FOLDER")  # fmt: skip
+                        "or pass --network-weights FOLDER")
     return d
 
 
@@ -40,7 +40,7 @@ def _transformers():  # noqa: ANN202 - the module
         import transformers
     except ImportError:
         raise UserError("the DINOv2 and CLIP feature networks need Hugging Face transformers: "
-                        "pip install 'ganforge[hf]'") from None  # fmt: skip
+                        "pip install 'ganforge[hf]'") from None
     return transformers
 
 
@@ -52,7 +52,7 @@ class HFViT(FeatureExtractor):
     value_range = (0.0, 1.0)
 
     def __init__(self, name: str, model: torch.nn.Module, mean: tuple, std: tuple, feature_dim: int,
-                 input_size: int) -> None:  # fmt: skip
+                 input_size: int) -> None:
         super().__init__()
         self.name, self.model, self.feature_dim, self.input_size = name, model, feature_dim, input_size
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -71,7 +71,7 @@ def _load(cls_name: str, name: str, weights: str | os.PathLike[str] | None) -> t
         return cls.from_pretrained(str(folder), local_files_only=True).eval()
     except (OSError, ValueError) as e:
         raise UserError(f"feature network {name}: {folder} is not a {HUB_NAMES[name]} model folder "
-                        f"({' '.join(str(e).split())[:160]})") from None  # fmt: skip
+                        f"({' '.join(str(e).split())[:160]})") from None
 
 
 @EXTRACTORS.register("dinov2-vit")

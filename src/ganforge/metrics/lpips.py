@@ -78,7 +78,7 @@ class LPIPS(nn.Module):
 def _load(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise UserError(f"LPIPS weights: {path} is missing; put torchvision's {VGG_FILE} and lpips' {LIN_FILE} "
-                        "in that folder")  # fmt: skip
+                        "in that folder")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or not a weights-only file

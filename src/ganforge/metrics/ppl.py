@@ -60,7 +60,7 @@ def feature_distance(net: torch.nn.Module) -> Distance:
 def path_lengths(
     G: torch.nn.Module, distance: Distance, n: int, *, space: str = "z", sampling: str = "end", eps: float = EPS,
     seed: int = 0, batch_size: int = 64,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """The n per-pair values d(...) / eps^2 (float64), before filtering."""
     if space not in SPACES or sampling not in SAMPLINGS:
         raise UserError(f"PPL space {space!r} / sampling {sampling!r}: choose space z or w, sampling end or full")
@@ -100,7 +100,7 @@ def path_lengths(
 def perceptual_path_length(
     G: torch.nn.Module, distance: Distance, n: int = 10000, *, space: str = "z", sampling: str = "end",
     eps: float = EPS, seed: int = 0, batch_size: int = 64,
-) -> float:  # fmt: skip
+) -> float:
     """PPL of generator G: the percentile-filtered mean of `path_lengths`."""
     return filtered_mean(path_lengths(G, distance, n, space=space, sampling=sampling, eps=eps, seed=seed,
-                                      batch_size=batch_size))  # fmt: skip
+                                      batch_size=batch_size))

@@ -55,7 +55,7 @@ class Protocol:
     def describe(self) -> str:
         """One line for people: `fashion-mnist-cnn (w 1a2b3c4d) | 10,000 fake vs 60,000 fashion-mnist:train | ...`."""
         parts = [f"{self.network} (weights {self.weights[:8]})", f"{self.n:,} fake vs {self.n_ref:,} {self.ref}",
-                 f"{self.resize} resize", "uint8" if self.quantized else "float"]  # fmt: skip
+                 f"{self.resize} resize", "uint8" if self.quantized else "float"]
         if self.truncation is not None and self.truncation != 1.0:
             parts.append(f"psi {self.truncation:g}")
         if self.ema is not None:
@@ -72,11 +72,11 @@ def n_warnings(protocols: list[Protocol]) -> list[str]:
     ns = sorted({p.n for p in protocols})
     if len(ns) > 1:
         out.append(f"computed from different numbers of generated images ({', '.join(f'{n:,}' for n in ns)}): FID is "
-                   "biased upward by about 1/n, so compare fid_inf or re-evaluate at one --n")  # fmt: skip
+                   "biased upward by about 1/n, so compare fid_inf or re-evaluate at one --n")
     small = [n for n in ns if n < MIN_COMPARABLE_N]
     if small:
         out.append(f"n = {min(small):,} < {MIN_COMPARABLE_N:,} generated images: FID is biased upward and not "
-                   "comparable with published numbers (use --n 10000 or more, or fid_inf)")  # fmt: skip
+                   "comparable with published numbers (use --n 10000 or more, or fid_inf)")
     return out
 
 

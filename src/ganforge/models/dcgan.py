@@ -22,7 +22,7 @@ from ganforge.models.registry import MODELS, ModelFamily, num_labels
 extend_schema("model", {
     "d_norm": Key("batch", str, "dcgan: normalization in D", choices=("batch", "none")),
     "d_spectral_norm": Key(False, bool, "dcgan: spectral normalisation of every D weight (sngan always has it)"),
-}, owner="dcgan")  # fmt: skip
+}, owner="dcgan")
 
 
 def _stages(resolution: int) -> tuple[int, int]:
@@ -83,7 +83,7 @@ class DCGANDiscriminator(nn.Module):
     def __init__(
         self, resolution: int, channels: int, nf: int = 64, norm: str = "batch", dropout: float = 0.0,
         sn: bool = False, labels: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         base, n = _stages(resolution)
         use_bn = norm == "batch"
@@ -121,7 +121,7 @@ def _d(cfg: dict[str, Any]) -> nn.Module:
     m, d = cfg["model"], cfg["data"]
     dropout = 0.0 if m["d_dropout"] is None else m["d_dropout"]
     return DCGANDiscriminator(d["resolution"], d["channels"], m["nf"], m["d_norm"], dropout, m["d_spectral_norm"],
-                              num_labels(cfg))  # fmt: skip
+                              num_labels(cfg))
 
 
 MODELS.register("dcgan")(ModelFamily(_g, _d, resolutions=(28, 32, 64, 128), description="DCGAN (Radford et al. 2016)"))

@@ -23,14 +23,14 @@ extend_schema("model", {
     "nf_max": Key(512, int, "channel cap of progan/stylegan2 layers (channels double per halving up to it)", min=1,
                   max=4096),
     "mbstd_group": Key(4, int, "progan/stylegan2 D: minibatch-stddev group size", min=1, max=1024),
-}, owner="progan/stylegan2")  # fmt: skip
+}, owner="progan/stylegan2")
 
 
 class EqualizedLinear(nn.Module):
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, bias_init: float = 0.0,
         lr_mul: float = 1.0, gain: float = 2.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul)) if bias else None
@@ -50,7 +50,7 @@ class EqualizedConv2d(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, padding: int | None = None,
         bias: bool = True, gain: float = 2.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None

@@ -148,7 +148,7 @@ class ProGANGenerator(_Staged):
     def __init__(
         self, z_dim: int, resolution: int, channels: int, nf: int = 64, nf_max: int = 512,
         labels: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.z_dim, self.resolution, self.channels, self.num_labels = z_dim, resolution, channels, labels
         self.levels = num_levels(resolution)
@@ -216,7 +216,7 @@ class ProGANDiscriminator(_Staged):
     def __init__(
         self, resolution: int, channels: int, nf: int = 64, nf_max: int = 512, mbstd_group: int = 4,
         labels: int | None = None, blend_inputs: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.resolution, self.channels, self.num_labels = resolution, channels, labels
         self.blend_inputs = blend_inputs
@@ -263,7 +263,7 @@ def _g(cfg: dict[str, Any]) -> nn.Module:
 def _d(cfg: dict[str, Any]) -> nn.Module:
     m, d = cfg["model"], cfg["data"]
     return ProGANDiscriminator(d["resolution"], d["channels"], m.get("d_nf") or m["nf"], m["nf_max"],
-                               m["mbstd_group"], num_labels(cfg))  # fmt: skip
+                               m["mbstd_group"], num_labels(cfg))
 
 
 MODELS.register("progan")(

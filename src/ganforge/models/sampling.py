@@ -23,14 +23,14 @@ def require_styles(G: torch.nn.Module, what: str) -> None:
     """Truncation and style mixing act on w; a model without a mapping network has none."""
     if not hasattr(G, "mapping") or not hasattr(G, "synthesis"):
         raise UserError(f"{what} needs a style-based model ({', '.join(style_models())}); "
-                        f"this run's generator is {type(G).__name__}")  # fmt: skip
+                        f"this run's generator is {type(G).__name__}")
 
 
 @torch.no_grad()
 def sample(
     G: torch.nn.Module, n: int, *, seed: int = 0, batch_size: int = 256, labels: torch.Tensor | None = None,
     truncation_psi: float = 1.0,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """n images in [-1, 1] (NCHW, CPU). The same seed gives the same latents whatever the batch size, so the
     same images (bitwise for conv models; within ~1e-6 for stylegan2 on CPU, whose matmuls round per batch size).
     `truncation_psi` < 1 trades variety for typicality on style-based models (1 = plain sampling)."""

@@ -45,7 +45,7 @@ extend_schema("model", {
     "mapping_lr_mult": Key(0.01, float, "stylegan2: learning-rate multiplier of the mapping network", min=1e-6, max=1.0),
     "style_mixing": Key(0.9, float, "stylegan2: probability of style mixing regularization per batch", min=0.0, max=1.0),
     "w_avg_beta": Key(0.995, float, "stylegan2: decay of the tracked average w (truncation centre)", min=0.0, max=1.0),
-}, owner="stylegan2")  # fmt: skip
+}, owner="stylegan2")
 
 SQRT2 = math.sqrt(2.0)
 NOISE_MODES = ("random", "const", "none")
@@ -64,7 +64,7 @@ def _lrelu(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
 def modulated_conv2d(
     x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True, padding: int = 1,
     up: bool = False, fused: bool = True, eps: float = 1e-8,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Convolve each sample with the weight scaled by its styles (per input channel), optionally
     demodulated to unit L2 norm per output channel: x (N, I, H, W), weight (O, I, kh, kw), styles (N, I).
 
@@ -111,7 +111,7 @@ class MappingNetwork(nn.Module):
     def __init__(
         self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, lr_mul: float = 0.01,
         w_avg_beta: float = 0.995, labels: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.num_labels = z_dim, w_dim, num_ws, labels
         self.w_avg_beta = w_avg_beta
@@ -124,7 +124,7 @@ class MappingNetwork(nn.Module):
     def forward(
         self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None, update_w_avg: bool = True,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         x = pixel_norm(z.flatten(1))
         if self.embed is not None:
             if labels is None:
@@ -200,7 +200,7 @@ class SynthesisBlock(nn.Module):
     """One resolution: [conv0 (up)], conv1, toRGB. Uses ws[:, w_index : w_index + num_conv + 1]."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 w_index: int) -> None:  # fmt: skip
+                 w_index: int) -> None:
         super().__init__()
         self.resolution, self.w_index = resolution, w_index
         self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True) if resolution > 4 else None
@@ -215,7 +215,7 @@ class SynthesisBlock(nn.Module):
         return [(self.w_index + k, c) for k, c in enumerate(convs)] + [(self.w_index + self.num_conv, self.torgb)]
 
     def forward(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str,
-                fused: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
         i = self.w_index
         if self.conv0 is not None:
             x = self.conv0(x, ws[:, i], noise_mode, fused)
@@ -277,7 +277,7 @@ class StyleGAN2Generator(nn.Module):
         self, z_dim: int, resolution: int, channels: int, w_dim: int | None = None, nf: int = 64,
         nf_max: int = 512, mapping_layers: int = 8, mapping_lr_mult: float = 0.01, style_mixing: float = 0.9,
         w_avg_beta: float = 0.995, labels: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.z_dim, self.w_dim = z_dim, w_dim or z_dim
         self.resolution, self.channels, self.num_labels = resolution, channels, labels
@@ -285,7 +285,7 @@ class StyleGAN2Generator(nn.Module):
         self.synthesis = SynthesisNetwork(self.w_dim, resolution, channels, nf, nf_max)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, self.w_dim, self.num_ws, mapping_layers, mapping_lr_mult, w_avg_beta,
-                                      labels)  # fmt: skip
+                                      labels)
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -299,7 +299,7 @@ class StyleGAN2Generator(nn.Module):
     def forward(
         self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None, noise_mode: str | None = None,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """noise_mode None: fresh noise in training, the fixed per-layer noise in eval mode, so that sampling a
         seed gives the same image every time (as stylegan2-ada's generate.py does)."""
         ws = self.mapping(z, labels, truncation_psi, truncation_cutoff)
@@ -310,7 +310,7 @@ class StyleGAN2Generator(nn.Module):
         return self.synthesis(ws, noise_mode)
 
     def _mix(self, z: torch.Tensor, labels: torch.Tensor | None, ws: torch.Tensor, psi: float,
-             cutoff: int | None) -> torch.Tensor:  # fmt: skip
+             cutoff: int | None) -> torch.Tensor:
         """With probability style_mixing, ws[:, k:] from a second z, k ~ U{1, ..., num_ws - 1}.
 
         The coin, k and the second z are drawn from the global CPU generator whatever the device, so a
@@ -362,7 +362,7 @@ class StyleGAN2Discriminator(nn.Module):
     def __init__(
         self, resolution: int, channels: int, nf: int = 64, nf_max: int = 512, mbstd_group: int = 4,
         labels: int | None = None, mapping_lr_mult: float = 0.01,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         assert resolution >= 8 and resolution & (resolution - 1) == 0, resolution
         self.resolution, self.channels, self.num_labels = resolution, channels, labels
@@ -370,7 +370,7 @@ class StyleGAN2Discriminator(nn.Module):
         blocks, r = [], resolution
         while r > 4:
             blocks.append(DiscriminatorBlock(channels_at(r, resolution, nf, nf_max),
-                                             channels_at(r // 2, resolution, nf, nf_max)))  # fmt: skip
+                                             channels_at(r // 2, resolution, nf, nf_max)))
             r //= 2
         self.blocks = nn.ModuleList(blocks)
         c4 = channels_at(4, resolution, nf, nf_max)
@@ -402,7 +402,7 @@ def _g(cfg: dict[str, Any]) -> nn.Module:
         m["z_dim"], d["resolution"], d["channels"], w_dim=m["w_dim"] or m["z_dim"], nf=m["nf"], nf_max=m["nf_max"],
         mapping_layers=m["mapping_layers"], mapping_lr_mult=m["mapping_lr_mult"], style_mixing=m["style_mixing"],
         w_avg_beta=m["w_avg_beta"], labels=num_labels(cfg),
-    )  # fmt: skip
+    )
 
 
 def _d(cfg: dict[str, Any]) -> nn.Module:
@@ -410,7 +410,7 @@ def _d(cfg: dict[str, Any]) -> nn.Module:
     return StyleGAN2Discriminator(
         d["resolution"], d["channels"], nf=m.get("d_nf") or m["nf"], nf_max=m["nf_max"], mbstd_group=m["mbstd_group"],
         labels=num_labels(cfg), mapping_lr_mult=m["mapping_lr_mult"],
-    )  # fmt: skip
+    )
 
 
 MODELS.register("stylegan2")(

@@ -67,7 +67,7 @@ def write_report(
     run_dirs: Sequence[str | Path], out: str | Path, *, eval_n: int | None = None, no_eval: bool = False,
     network: str | None = None, device: str = "cpu", seed: int = 0, overwrite: bool = False, title: str | None = None,
     budget: str | None = None, progress: bool = False,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write OUT (.html, self-contained) and OUT with .md; returns the HTML path.
 
     Runs without an evaluation at their final step are evaluated with `eval_n` images (default 2000, marked
@@ -80,7 +80,7 @@ def write_report(
     html, md = report_paths(out, overwrite)
     t0 = time.perf_counter()
     facts = collect(run_dirs, eval_n=eval_n, no_eval=no_eval, network=network, device=device, seed=seed,
-                    progress=progress)  # fmt: skip
+                    progress=progress)
     r = build(facts, title=title, budget=budget, seconds=time.perf_counter() - t0)
     atomic_write_bytes(html, to_html(r).encode("utf-8"))
     atomic_write_bytes(md, to_markdown(r, md.parent).encode("utf-8"))

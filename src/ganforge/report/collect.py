@@ -37,7 +37,7 @@ def default_network_of(f: RunFacts) -> str:
 def collect(
     run_dirs: Sequence[str | Path], *, eval_n: int | None = None, no_eval: bool = False, network: str | None = None,
     device: str = "cpu", seed: int = 0, progress: bool = False,
-) -> list[RunFacts]:  # fmt: skip
+) -> list[RunFacts]:
     """RunFacts of each run directory, measured (unless `no_eval`) with the feature network `network`
     (default: each dataset's default, as `ganforge eval` picks)."""
     paths = [Path(p) for p in run_dirs]
@@ -65,7 +65,7 @@ def collect(
                 f.metrics_note = "missing (--no-eval and no evaluation at the final step in eval.jsonl)"
             continue
         measure(f, eval_n=eval_n or DEFAULT_EVAL_N, explicit_n=eval_n is not None, device=device, seed=seed,
-                progress=progress)  # fmt: skip
+                progress=progress)
     for f in facts:
         figures(f, device=device, seed=seed, skip_nearest=no_eval, progress=progress)
     return facts
@@ -91,7 +91,7 @@ def measure(f: RunFacts, *, eval_n: int, explicit_n: bool, device: str, seed: in
             print(f"report: evaluating {f.label} (n={eval_n}, {f.network})", file=sys.stderr)
         try:
             f.metrics = evaluate_run(f.path, metrics=metric_names, n=eval_n, network=f.network, device=device,
-                                     seed=seed, progress=progress, log=True)  # fmt: skip
+                                     seed=seed, progress=progress, log=True)
         except UserError as e:  # e.g. its training data is not on this machine
             f.notes.append(f"not evaluated: {e}")
             f.metrics_note = "missing (evaluation failed; see Notes)"
@@ -101,14 +101,14 @@ def measure(f: RunFacts, *, eval_n: int, explicit_n: bool, device: str, seed: in
     d = f.cfg["data"]
     try:
         real, _ = reference_features(d["source"], net, resolution=d["resolution"], channels=d["channels"], n=None,
-                                     data_dir=d["data_dir"], seed=0, device=device, progress=progress)  # fmt: skip
+                                     data_dir=d["data_dir"], seed=0, device=device, progress=progress)
         G, cfg = load_generator(f.path, device=device)
     except UserError as e:
         f.notes.append(f"diagnostics not computed: {e}")
         return
     names = _class_names(cfg) if coverage_available(f.network, d["source"], net) else None
     f.diagnostics = diagnose(G, cfg, net, f.network, real, n=min(eval_n, DEFAULT_EVAL_N), seed=seed, device=device,
-                             progress=progress, class_names=names)  # fmt: skip
+                             progress=progress, class_names=names)
 
 
 def _class_names(cfg: dict[str, Any]) -> list[str] | None:
@@ -138,7 +138,7 @@ def figures(f: RunFacts, *, device: str, seed: int, skip_nearest: bool, progress
     with tempfile.TemporaryDirectory() as tmp:
         try:
             res = nearest_neighbours(f.path, Path(tmp) / "nearest.png", n=NEAREST_N, k=NEAREST_K, network=f.network,
-                                     seed=seed, device=device, progress=progress)  # fmt: skip
+                                     seed=seed, device=device, progress=progress)
         except UserError as e:
             f.notes.append(f"nearest-neighbour check not made: {e}")
             return

@@ -58,7 +58,7 @@ def entropy_ratio(shares: list[float]) -> float:
 def diagnose(
     G: torch.nn.Module, cfg: dict[str, Any], net: FeatureExtractor, network: str, real: dict[str, np.ndarray],
     *, n: int, seed: int = 0, device: str = "cpu", progress: bool = False, class_names: list[str] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Diagnostics of `n` samples of G against the reference features `real` (features, maybe logits)."""
     from ganforge.metrics.evaluate import generated_batches
 

@@ -25,7 +25,7 @@ from ganforge.runs.rundir import RunDir, is_run_dir
 VOLATILE_KEYS = (
     "seed", "device", "data.data_dir", "train.threads", "train.tensorboard", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.on_disk_full", "train.n_samples",
-)  # fmt: skip
+)
 
 
 
@@ -109,7 +109,7 @@ def estimated_train_seconds(records: list[dict[str, Any]], batch_size: int) -> d
     out: dict[int, float] = {}
     prev, total = 0, 0.0
     for r in sorted({int(r["step"]): r for r in records if isinstance(r.get("step"), int)}.values(),
-                    key=lambda r: r["step"]):  # fmt: skip
+                    key=lambda r: r["step"]):
         ips = r.get("img_per_s")
         if isinstance(ips, (int, float)) and ips > 0 and math.isfinite(ips):
             total += (r["step"] - prev) * batch_size / ips
@@ -148,7 +148,7 @@ def read_run(path: str | Path, label: str | None = None) -> RunFacts:
     path = Path(path)
     if not path.is_dir() or not is_run_dir(path):
         raise UserError(f"{path} is not a ganforge run directory (it needs config.yaml and checkpoints/); "
-                        "pass folders written by `ganforge train` or `ganforge compare`")  # fmt: skip
+                        "pass folders written by `ganforge train` or `ganforge compare`")
     run = RunDir(path, tensorboard=False)
     f = RunFacts(path=path, label=label or path.name, cfg=run.read_config())
     f.losses = run.read_metrics()
@@ -223,7 +223,7 @@ def curve(f: RunFacts, network: str) -> list[dict[str, float]]:
     metrics.jsonl (images exact at logged steps, seconds estimated from throughput).
     """
     lines = [e for e in f.evals if e.get("network") == network and isinstance(e.get("fid"), (int, float))
-             and isinstance(e.get("step"), int) and math.isfinite(e["fid"])]  # fmt: skip
+             and isinstance(e.get("step"), int) and math.isfinite(e["fid"])]
     trained = [e for e in lines if e.get("source") == "train"]
     lines = trained or lines
     seen = {r["step"]: float(r["images_seen"]) for r in f.losses if isinstance(r.get("images_seen"), (int, float))}
@@ -239,6 +239,6 @@ def curve(f: RunFacts, network: str) -> list[dict[str, float]]:
             sec = f.train_seconds
         point = {"step": float(s), "fid": float(e["fid"]),
                  "images_seen": float(img) if isinstance(img, (int, float)) else interpolate(seen, s),
-                 "train_seconds": float(sec) if isinstance(sec, (int, float)) else interpolate(secs, s)}  # fmt: skip
+                 "train_seconds": float(sec) if isinstance(sec, (int, float)) else interpolate(secs, s)}
         by_step[s] = point  # the newest line of a step wins
     return [by_step[s] for s in sorted(by_step)]

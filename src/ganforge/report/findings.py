@@ -116,11 +116,11 @@ def ranking(facts: list[RunFacts]) -> list[str]:
     measured = [f for f in facts if f.value("fid") is not None]
     if not measured:
         return ["No run has FID numbers (no evaluation in eval.jsonl and none computed): nothing can be ranked. "
-                "Run the report without --no-eval, or `ganforge eval RUN_DIR` first."]  # fmt: skip
+                "Run the report without --no-eval, or `ganforge eval RUN_DIR` first."]
     nets = sorted({f.network for f in measured})
     if len(nets) > 1:
         return [f"The runs were measured with different feature networks ({', '.join(nets)}), whose FIDs are on "
-                "different scales: no ranking is made. Pass one --network for all runs."]  # fmt: skip
+                "different scales: no ranking is made. Pass one --network for all runs."]
     gs = sorted((g for g in groups(measured)), key=lambda g: g.mean("fid"))  # type: ignore[arg-type, return-value]
     out = []
     if len(gs) == 1:
@@ -132,16 +132,16 @@ def ranking(facts: list[RunFacts]) -> list[str]:
     gap = ms - mb
     rel = 100 * gap / ms if ms else 0.0
     text = (f"Best at this budget: **{best.label}** with FID {_mean_pm(best, 'fid')}, {fmt(gap)} lower than "
-            f"**{second.label}** ({_mean_pm(second, 'fid')}; {fmt(rel, 0 if rel >= 10 else 1)}% lower).")  # fmt: skip
+            f"**{second.label}** ({_mean_pm(second, 'fid')}; {fmt(rel, 0 if rel >= 10 else 1)}% lower).")
     sb, ss = best.std("fid"), second.std("fid")
     if sb is None and ss is None:
         text += (" One seed per configuration, so the seed-to-seed spread is not measured; small gaps may be noise "
-                 "(rerun with `--seeds 0,1,2`).")  # fmt: skip
+                 "(rerun with `--seeds 0,1,2`).")
     else:
         t, df, crit = welch(best.values("fid"), second.values("fid"))
         verdict = "a real difference" if t > crit else "not a reliable difference"
         text += (f" Against the seed spread: Welch t = {fmt(t, 1)} with {fmt(df, 1)} degrees of freedom (two-sided 5% "
-                 f"threshold {fmt(crit, 2)}): {verdict} at this budget.")  # fmt: skip
+                 f"threshold {fmt(crit, 2)}): {verdict} at this budget.")
     out.append(text)
     if len(gs) > 2:
         out.append("Ranking by FID: " + " < ".join(f"{g.label} ({fmt(g.mean('fid'))})" for g in gs) + ".")
@@ -150,10 +150,10 @@ def ranking(facts: list[RunFacts]) -> list[str]:
         by_kid = min(kid, key=lambda g: g.mean("kid"))  # type: ignore[arg-type, return-value]
         if by_kid is best:
             out.append(f"KID agrees: **{best.label}** is also best by KID ({_mean_pm(best, 'kid', 1000)} ×10⁻³ vs "
-                       f"{_mean_pm(second, 'kid', 1000)} ×10⁻³ for **{second.label}**).")  # fmt: skip
+                       f"{_mean_pm(second, 'kid', 1000)} ×10⁻³ for **{second.label}**).")
         else:
             out.append(f"KID disagrees: it ranks **{by_kid.label}** first ({_mean_pm(by_kid, 'kid', 1000)} ×10⁻³ vs "
-                       f"{_mean_pm(best, 'kid', 1000)}), so the FID ranking is not robust.")  # fmt: skip
+                       f"{_mean_pm(best, 'kid', 1000)}), so the FID ranking is not robust.")
     return out
 
 
@@ -202,13 +202,13 @@ def findings(facts: list[RunFacts], budget: str | None = None) -> list[str]:
     for f in diverged:
         at = f"step {f.step}" if f.step is not None else "no checkpoint"
         out.append(f"**{f.label}** diverged (a NaN/inf loss) at step {f.diverged_at}; its numbers are of the last "
-                   f"good checkpoint ({at}).")  # fmt: skip
+                   f"good checkpoint ({at}).")
     for f in facts:
         # a time-budget stop (train.max_seconds) is the end the run was given, not a short run
         if f not in diverged and f.step is not None and (f.target_steps is None or f.step < f.target_steps) and f.stopped_by != Stop.TIME_BUDGET:
             how = f"stopped by {f.stopped_by}" if f.stopped_by else "interrupted"
             out.append(f"**{f.label}** was {how} at step {f.step} of train.steps={f.target_steps}: it did not get "
-                       "its full budget.")  # fmt: skip
+                       "its full budget.")
     if not diverged:
         out.append("No run diverged (no divergence event).")
     measured = [f for f in facts if f.diagnostics]
@@ -218,18 +218,18 @@ def findings(facts: list[RunFacts], budget: str | None = None) -> list[str]:
     if measured and not collapsed:
         lo = min(f.diagnostics["diversity_ratio"] for f in measured)  # type: ignore[index]
         out.append(f"No run shows collapse: the lowest sample diversity is {lo:.2f}x the real data's "
-                   f"(threshold {COLLAPSE_DIVERSITY}x).")  # fmt: skip
+                   f"(threshold {COLLAPSE_DIVERSITY}x).")
     ratios = [(f, r) for f in facts if (r := memorization_ratio(f)) is not None]
     memo = [(f, r) for f, r in ratios if r < MEMORIZATION]
     for f, r in memo:
         out.append(f"**{f.label}** may memorize: its samples' median distance to the nearest training image is "
                    f"{r:.2f}x the typical distance between two training images (threshold {MEMORIZATION}x); "
-                   "look at its nearest-neighbour grid.")  # fmt: skip
+                   "look at its nearest-neighbour grid.")
     if ratios and not memo:
         lo, hi = min(r for _, r in ratios), max(r for _, r in ratios)
         span = f"{lo:.2f}x" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}x"
         out.append(f"No sign of memorization: samples lie {span} the typical training-image distance "
-                   f"from their nearest training image (threshold {MEMORIZATION}x).")  # fmt: skip
+                   f"from their nearest training image (threshold {MEMORIZATION}x).")
     with_cov = [f for f in facts if (f.diagnostics or {}).get("coverage")]
     for f in with_cov:
         drop = dropped_classes(f)
@@ -237,7 +237,7 @@ def findings(facts: list[RunFacts], budget: str | None = None) -> list[str]:
         if len(drop) > 3:
             kept = [c["class"] for c in cov if c not in drop]
             out.append(f"**{f.label}** drops {len(drop)} of {len(cov)} classes (below {DROPPED:.0%} of their real "
-                       f"share); only {', '.join(kept) or 'none'} remain.")  # fmt: skip
+                       f"share); only {', '.join(kept) or 'none'} remain.")
         elif drop:
             parts = [f"{c['class']} ({c['generated']:.1%} of samples vs {c['real']:.1%} of real images)" for c in drop]
             out.append(f"**{f.label}** drops classes: {', '.join(parts)}.")
@@ -245,7 +245,7 @@ def findings(facts: list[RunFacts], budget: str | None = None) -> list[str]:
         out.append(f"No run drops a class (every class gets at least {DROPPED:.0%} of its real share of samples).")
     if measured and not with_cov:
         out.append("Per-class coverage: not available (no domain classifier with class logits for "
-                   f"{', '.join(sorted({f.source for f in measured}))}).")  # fmt: skip
+                   f"{', '.join(sorted({f.source for f in measured}))}).")
     return out
 
 
@@ -277,35 +277,35 @@ def limitations(facts: list[RunFacts], budget: str | None = None) -> list[str]:
         if net in DOMAIN_DATASETS:
             out.append(f"The metrics use {net} features, a small classifier trained on {DOMAIN_DATASETS[net]} and "
                        "shipped with ganforge: they rank runs on this dataset but are not comparable with the "
-                       "Inception-V3 FID figures of papers.")  # fmt: skip
+                       "Inception-V3 FID figures of papers.")
         elif net == "inception-fid":
             out.append("The metrics use Inception-V3 features (ImageNet-trained): small or gray images are upsampled "
                        "to 299 px, so values compare with published FIDs only at the same resolution, n and "
-                       "reference set.")  # fmt: skip
+                       "reference set.")
         else:
             out.append(f"The metrics use {net} features: compare them only with numbers from the same network.")
     ns = sorted({int(f.metrics["n"]) for f in facts if f.metrics and isinstance(f.metrics.get("n"), int)})
     if ns and ns[0] < SMALL_N:
         out.append(f"FID was computed from {', '.join(f'{n:,}' for n in ns)} generated images, below the usual "
                    "10k-50k: FID is biased upwards at small n (the bias shrinks like 1/n and differs between "
-                   "models), so only equal-n values are comparable; KID is unbiased.")  # fmt: skip
+                   "models), so only equal-n values are comparable; KID is unbiased.")
     if len(ns) > 1:
         out.append("The runs were evaluated with different sample counts; their FIDs carry different biases.")
     pr = sorted({int(f.diagnostics["n"]) for f in facts if f.diagnostics})
     if pr:
         out.append(f"Precision, recall, diversity and coverage use {', '.join(f'{n:,}' for n in pr)} generated and "
-                   "as many real images (k = 3 nearest neighbours for precision/recall).")  # fmt: skip
+                   "as many real images (k = 3 nearest neighbours for precision/recall).")
     gs = groups(facts)
     most = max(len(g.runs) for g in gs) if gs else 0
     out.append(f"{'One seed' if most <= 1 else f'At most {most} seeds'} per configuration: seed-to-seed spread "
-               f"{'is not measured' if most <= 1 else f'is estimated from {most} values'}.")  # fmt: skip
+               f"{'is not measured' if most <= 1 else f'is estimated from {most} values'}.")
     if budget:
         out.append(f"Budget: {budget}. Rankings at a small budget favour cheap, fast-converging models and may "
-                   "change with longer training.")  # fmt: skip
+                   "change with longer training.")
     else:
         out.append("The runs may not have had equal budgets; rankings at small budgets favour cheap, fast-converging "
-                   "models and may change with longer training.")  # fmt: skip
+                   "models and may change with longer training.")
     if any(f.train_seconds_source.startswith("estimated") for f in facts):
         out.append("Training times marked 'estimated' are reconstructed from metrics.jsonl throughput (each logged "
-                   "window's steps x batch size / img_per_s); they exclude start-up and pauses between resumes.")  # fmt: skip
+                   "window's steps x batch size / img_per_s); they exclude start-up and pauses between resumes.")
     return out

@@ -43,7 +43,7 @@ def fid_curves(facts: list[RunFacts], x: str) -> bytes | None:
     ax.set_ylabel("FID (lower is better)")
     nets = sorted({f.network for f in facts})
     ax.set_title(f"FID vs {'wall-clock' if x == 'train_seconds' else 'images seen'} ({', '.join(nets)} features)",
-                 fontsize=10)  # fmt: skip
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)

@@ -82,7 +82,7 @@ def metric_rows(facts: list[RunFacts]) -> tuple[list[str], list[list[tuple[str, 
     """Header and rows of the metric table; each cell is (text, is the column's best)."""
     best = best_values(facts)
     head = ["run", "config", "seed", "step", "images seen", "train time", *[t for _, t, *_ in METRICS],
-            "n gen / n ref", "metrics"]  # fmt: skip
+            "n gen / n ref", "metrics"]
     rows = []
     for f in facts:
         m = f.metrics or {}
@@ -90,7 +90,7 @@ def metric_rows(facts: list[RunFacts]) -> tuple[list[str], list[list[tuple[str, 
         cells = [(f.label, False), (f.name, False), (str(f.seed), False),
                  (f"{f.step:,}" if f.step is not None else "–", False),
                  (f"{f.images_seen:,}" if f.images_seen is not None else "–", False),
-                 (_duration(f.train_seconds) + time_note, False)]  # fmt: skip
+                 (_duration(f.train_seconds) + time_note, False)]
         for key, _, _, scale, dec in METRICS:
             v = f.value(key)
             shown = None if v is None else round(v * scale, dec)
@@ -171,7 +171,7 @@ def protocol_tables(facts: list[RunFacts]) -> list[tuple[list[RunFacts], list[st
         if len(groups) > 1:
             lines.insert(0, f"NOT COMPARABLE with the other {len(groups) - 1} table(s): these runs were evaluated "
                             "with another protocol (network, weights, reference, resize, quantisation, truncation, "
-                            "EMA or standing statistics differ).")  # fmt: skip
+                            "EMA or standing statistics differ).")
         lines += [f"Warning: {w}." for w in n_warnings(protos)]
         out.append((runs, lines))
     return out
@@ -185,7 +185,7 @@ def measurement_caption(facts: list[RunFacts]) -> str:
     parts = [f"Feature network: {', '.join(nets) or 'none (no metrics)'}"]
     if n:
         parts.append(f"FID/KID/IS from {', '.join(f'{x:,}' for x in n)} generated images against "
-                     f"{', '.join(f'{x:,}' for x in ref)} reference images")  # fmt: skip
+                     f"{', '.join(f'{x:,}' for x in ref)} reference images")
     if pr:
         parts.append(f"precision/recall from {', '.join(f'{x:,}' for x in pr)} generated vs as many real images")
     parts.append("EMA generator; best value per column in bold")
@@ -212,7 +212,7 @@ def _nearest_caption(f: RunFacts) -> str:
         return ""
     med = sorted(row[0] for row in nn["distances"])[len(nn["distances"]) // 2]
     return (f"median distance of a sample to its nearest training image {med:.3g}; between two training images "
-            f"{nn['train_nn_median_distance']:.3g} (ratio {r:.2f}; {nn['network']} features)")  # fmt: skip
+            f"{nn['train_nn_median_distance']:.3g} (ratio {r:.2f}; {nn['network']} features)")
 
 
 def to_html(r: Report) -> str:
@@ -220,7 +220,7 @@ def to_html(r: Report) -> str:
     out = [f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(r.title)}</title>",
            f"<style>{CSS}</style></head><body>", f"<h1>{_e(r.title)}</h1>",
            f"<p class=\"meta\">Written {_e(r.written)} in {r.seconds:.0f} s; {len(facts)} run(s): "
-           f"{_e(', '.join(f.label for f in facts))}.</p>"]  # fmt: skip
+           f"{_e(', '.join(f.label for f in facts))}.</p>"]
     out.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_e(x)}</li>" for x in r.findings) + "</ul>")
     out.append(f"<h2>Metrics</h2><p>{_e(measurement_caption(facts))}</p>")
     for runs, lines in protocol_tables(facts):
@@ -239,51 +239,51 @@ def to_html(r: Report) -> str:
         out.append("<p>No FID values with a step in eval.jsonl: no curve to draw.</p>")
     out.append("<h2>Losses</h2>")
     out.append(_img(r.plots["losses"], "loss curves", "plot") if r.plots.get("losses") else
-               "<p>No losses in metrics.jsonl.</p>")  # fmt: skip
+               "<p>No losses in metrics.jsonl.</p>")
     out.append("<h2>Samples</h2>")
     for f in facts:
         parts = [f'<h3>{_e(f.label)}</h3><div class="row">']
         if f.samples_png and f.samples_png.is_file():
             parts.append(f"<figure>{_img(f.samples_png.read_bytes(), 'final samples')}<figcaption>final sample grid "
-                         f"({_e(f.samples_png.name)}, fixed noise)</figcaption></figure>")  # fmt: skip
+                         f"({_e(f.samples_png.name)}, fixed noise)</figcaption></figure>")
         if f.compare_png and f.compare_png.is_file():
             parts.append(f"<figure>{_img(f.compare_png.read_bytes(), 'real vs generated')}<figcaption>real (left) vs "
-                         "generated (right)</figcaption></figure>")  # fmt: skip
+                         "generated (right)</figcaption></figure>")
         if f.nearest and f.nearest.get("png_bytes"):
             parts.append(f"<figure>{_img(f.nearest['png_bytes'], 'nearest neighbours')}<figcaption>each row: a sample, "
-                         f"then its nearest training images; {_e(_nearest_caption(f))}</figcaption></figure>")  # fmt: skip
+                         f"then its nearest training images; {_e(_nearest_caption(f))}</figcaption></figure>")
         parts.append("</div>")
         out.append("".join(parts))
     out.append("<h2>Per-class coverage</h2><p>Share of generated images the domain classifier puts in each class, "
                "beside the share of real images it puts there; a class under "
-               f"{DROPPED:.0%} of its real share is marked dropped.</p>")  # fmt: skip
+               f"{DROPPED:.0%} of its real share is marked dropped.</p>")
     for head_c, rows_c in coverage_tables(facts):
         out.append(_table(head_c, rows_c))
     charts = [(f, plots.coverage_bars(f.diagnostics["coverage"], f"{f.label} ({f.network})"))  # type: ignore[index]
-              for f in facts if (f.diagnostics or {}).get("coverage")]  # fmt: skip
+              for f in facts if (f.diagnostics or {}).get("coverage")]
     if charts:
         out.append('<div class="row">' + "".join(f"<figure>{_img(png, f.label + ' coverage', 'plot')}</figure>"
-                                                 for f, png in charts) + "</div>")  # fmt: skip
+                                                 for f, png in charts) + "</div>")
     for f in facts:
         if not (f.diagnostics or {}).get("coverage"):
             why = ("no domain classifier with class logits for its dataset" if f.diagnostics else
-                   "no diagnostics (--no-eval or no checkpoint)")  # fmt: skip
+                   "no diagnostics (--no-eval or no checkpoint)")
             out.append(f"<p><strong>{_e(f.label)}</strong>: not available ({why}).</p>")
     head_d, rows_d = config_diff(facts)
     out.append("<h2>Config differences</h2>")
     out.append(_table(head_d, rows_d) if rows_d else "<p>One run, or all configs are equal.</p>")
     out.append("<h2>Environment</h2><p>Machine writing this report (timings of runs made elsewhere come from "
-               "there):</p>" + _table(["", "value"], [[k, v] for k, v in r.environment.items()], 2))  # fmt: skip
+               "there):</p>" + _table(["", "value"], [[k, v] for k, v in r.environment.items()], 2))
     run_rows = [[f.label, f.versions.get("ganforge_version", "–"), f.versions.get("torch_version", "–"),
                  f.started or "–", f.finished or "–", _duration(f.train_seconds), f.train_seconds_source or "–"]
-                for f in facts]  # fmt: skip
+                for f in facts]
     out.append(_table(["run", "ganforge", "torch", "train.log first", "train.log last", "training time",
-                       "time from"], run_rows))  # fmt: skip
+                       "time from"], run_rows))
     out.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{_e(x)}</li>" for x in r.limitations) + "</ul>")
     notes = [(f.label, n) for f in facts for n in f.notes]
     if notes:
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li><strong>{_e(a)}</strong>: {_e(b)}</li>" for a, b in notes)
-                   + "</ul>")  # fmt: skip
+                   + "</ul>")
     out.append("</body></html>\n")
     return "\n".join(out)
 
@@ -312,7 +312,7 @@ def to_markdown(r: Report, base: Path) -> str:
     """Markdown beside the HTML: images link to the run folders' PNGs, relative to `base`."""
     facts = r.facts
     out = [f"# {r.title}", "", f"Written {r.written}; {len(facts)} run(s). Plots are in the HTML report.", "",
-           "## Findings", ""]  # fmt: skip
+           "## Findings", ""]
     out += [f"- {x}" for x in r.findings] + ["", "## Metrics", "", measurement_caption(facts), ""]
     for runs, lines in protocol_tables(facts):
         out += [*lines, ""] + _md_table(*metric_rows(runs))
@@ -323,7 +323,7 @@ def to_markdown(r: Report, base: Path) -> str:
     for f in facts:
         links = [x for x in (_md_link(f.samples_png, base, f"{f.label} samples"),
                              _md_link(f.compare_png, base, f"{f.label} real vs generated"),
-                             _md_link((f.nearest or {}).get("png"), base, f"{f.label} nearest neighbours")) if x]  # fmt: skip
+                             _md_link((f.nearest or {}).get("png"), base, f"{f.label} nearest neighbours")) if x]
         out += [f"### {f.label}", "", *links, ""]
         if f.nearest:
             out += [_nearest_caption(f), ""]

@@ -63,7 +63,7 @@ def verify(path: str | Path) -> dict[str, Any]:
             raise UserError(f"bundle {path} is incomplete: {name} is missing; download or re-publish the whole folder")
         if sha256_file(f) != digest:
             raise UserError(f"bundle {path} is damaged: {name} does not match its SHA-256 in {MANIFEST}; "
-                            "download or re-publish it")  # fmt: skip
+                            "download or re-publish it")
     for required in (WEIGHTS, CONFIG):
         if required not in manifest["files"]:
             raise UserError(f"bundle {path} lists no {required}; re-publish it")

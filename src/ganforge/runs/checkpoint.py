@@ -120,7 +120,7 @@ class Checkpoint:
         missing = [k for k in keys if k not in self.meta]
         if missing:
             raise UserError(f"{self.path.with_suffix('.json').name} has no {', '.join(map(repr, missing))}: this "
-                            "checkpoint cannot be resumed; start a new run from its weights with --init-from")  # fmt: skip
+                            "checkpoint cannot be resumed; start a new run from its weights with --init-from")
 
     def describe(self) -> str:
         c = self.meta.get("config", {})
@@ -146,7 +146,7 @@ def save_checkpoint(
         _fault("tensors-written")
 
     atomic_write_file(st_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "step": str(step)}),
-                      before_rename=hash_then_fault, tmp_prefix=f".{stem}.")  # fmt: skip
+                      before_rename=hash_then_fault, tmp_prefix=f".{stem}.")
     meta = {
         "format": FORMAT,
         "step": step,

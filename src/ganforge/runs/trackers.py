@@ -31,7 +31,7 @@ extend_schema("log", {
     "wandb": Key(None, str, "mirror the run to Weights & Biases: offline (a local wandb/ folder; `wandb sync` later) or "
                  "online (needs the wandb extra and a login)", choices=("offline", "online"), nullable=True),
     "project": Key("ganforge", str, "MLflow experiment / W&B project the run is logged under"),
-}, owner="trackers")  # fmt: skip
+}, owner="trackers")
 
 MLFLOW_SCHEMES = ("file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 POLL_SECONDS = 1.0
@@ -55,7 +55,7 @@ def check(cfg: dict[str, Any]) -> None:
         scheme = mlflow_scheme(uri)
         if not uri.strip() or scheme not in MLFLOW_SCHEMES:
             raise UserError(f"log.mlflow={uri!r}: unknown tracking URI scheme {scheme!r}; use file:./mlruns (or a "
-                            "folder), http(s)://HOST:PORT, sqlite:///mlflow.db or databricks")  # fmt: skip
+                            "folder), http(s)://HOST:PORT, sqlite:///mlflow.db or databricks")
         _require("mlflow", "log.mlflow")
     if log.get("wandb") is not None:
         _require("wandb", "log.wandb")
@@ -64,7 +64,7 @@ def check(cfg: dict[str, Any]) -> None:
 def _require(module: str, key: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise UserError(f"{key} needs the {module} package, which is not installed; pip install 'ganforge[{module}]' "
-                        f"(or remove {key})")  # fmt: skip
+                        f"(or remove {key})")
 
 
 def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -79,7 +79,7 @@ def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def _numbers(rec: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return {f"{prefix}{k}": float(v) for k, v in rec.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}  # fmt: skip
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
 
 
 class Tracker:
@@ -133,7 +133,7 @@ class MlflowTracker(Tracker):
         exp = self.client.get_experiment_by_name(project)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(project)
         run = self.client.create_run(exp_id, run_name=self.run_dir.name,
-                                     tags={"ganforge.run_dir": str(self.run_dir.resolve())})  # fmt: skip
+                                     tags={"ganforge.run_dir": str(self.run_dir.resolve())})
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -173,7 +173,7 @@ class WandbTracker(Tracker):
         wandb = self.wandb
         self.run = wandb.init(mode=self.mode, dir=str(self.run_dir), project=self.cfg["log"]["project"],
                               name=self.run_dir.name, id=state.get("id"), resume="allow" if state.get("id") else None,
-                              config=self.cfg, reinit="create_new", settings=wandb.Settings(silent=True))  # fmt: skip
+                              config=self.cfg, reinit="create_new", settings=wandb.Settings(silent=True))
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")  # metrics and evaluations arrive from two files
         return {"id": self.run.id, "mode": self.mode}
@@ -255,7 +255,7 @@ class Mirror:
         self.trackers.remove(t)
         why = " ".join(str(e).split())[:200] or type(e).__name__
         warn(f"{t.key}: mirroring stopped ({type(e).__name__}: {why}); training goes on and the run folder keeps "
-             "everything", self.log)  # fmt: skip
+             "everything", self.log)
 
     def _each(self, call: str, *args: Any) -> None:
         for t in list(self.trackers):
@@ -291,7 +291,7 @@ class Mirror:
                 self._each("metrics", int(rec["step"]), values)
         for rec in self.evals.read():
             values = _numbers({k: v for k, v in rec.items() if k not in ("n", "n_ref", "seconds", "images_seen",
-                                                                          "train_seconds")}, "eval/")  # fmt: skip
+                                                                          "train_seconds")}, "eval/")
             if rec.get("step") is not None and values:
                 self._each("metrics", int(rec["step"]), values)
         for p in sorted((self.run_dir / "samples").glob("step-*.png")):
@@ -320,5 +320,5 @@ def start(run_dir: Path, cfg: dict[str, Any], log: Any = None) -> Mirror | None:
         except Exception as e:  # noqa: BLE001 - a broken installation: warn, train without this tracker
             trackers.remove(t)
             warn(f"{t.key}: cannot load its package ({type(e).__name__}: {' '.join(str(e).split())[:200]}); training "
-                 "without it", log)  # fmt: skip
+                 "without it", log)
     return Mirror(Path(run_dir), trackers, log).start() if trackers else None

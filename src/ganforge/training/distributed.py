@@ -73,7 +73,7 @@ def from_env() -> Dist:
         d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK") or 0))
     except (KeyError, ValueError):
         raise UserError("WORLD_SIZE is set but RANK/LOCAL_RANK are missing or not integers; start distributed "
-                        "training with torchrun or `ganforge train --nproc N`") from None  # fmt: skip
+                        "training with torchrun or `ganforge train --nproc N`") from None
     if not 0 <= d.rank < world:
         raise UserError(f"RANK={d.rank} is outside WORLD_SIZE={world}; start the job with torchrun")
     return d
@@ -89,10 +89,10 @@ def check_world(cfg: dict[str, Any], world: int, device: torch.device) -> None:
     t = cfg["train"]
     if t["sync_bn"] and device.type != "cuda":
         raise UserError("train.sync_bn=true needs CUDA (SyncBatchNorm has no CPU implementation); "
-                        "set train.sync_bn=false")  # fmt: skip
+                        "set train.sync_bn=false")
     if t["amp"] == "fp16" and device.type != "cuda":
         raise UserError("train.amp=fp16 needs CUDA (float16 autocast with a GradScaler); on CPU use "
-                        "train.amp=bf16 or train.amp=off")  # fmt: skip
+                        "train.amp=bf16 or train.amp=off")
     if world <= 1:
         return
     sizes = {"train.batch_size": [t["batch_size"]]}
@@ -102,7 +102,7 @@ def check_world(cfg: dict[str, Any], world: int, device: torch.device) -> None:
         bad = [b for b in values if not isinstance(b, int) or b % world]
         if bad:
             raise UserError(f"{key}={values if len(values) > 1 else values[0]} is the global batch and must divide "
-                            f"evenly over {world} processes; use multiples of {world}")  # fmt: skip
+                            f"evenly over {world} processes; use multiples of {world}")
 
 
 # --- process group ----------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def start(d: Dist, device: torch.device, timeout_s: float) -> bool:
     if device.type == "cuda":
         if d.local_rank >= torch.cuda.device_count():
             raise UserError(f"LOCAL_RANK={d.local_rank} but this machine shows {torch.cuda.device_count()} GPU(s); "
-                            "start at most one process per GPU")  # fmt: skip
+                            "start at most one process per GPU")
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     if tdist.is_initialized():
@@ -123,7 +123,7 @@ def start(d: Dist, device: torch.device, timeout_s: float) -> bool:
     kw: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
     try:
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://", rank=d.rank,
-                                 world_size=d.world, timeout=datetime.timedelta(seconds=timeout_s), **kw)  # fmt: skip
+                                 world_size=d.world, timeout=datetime.timedelta(seconds=timeout_s), **kw)
     except (RuntimeError, ValueError) as e:
         raise DistributedFailure(f"process {d.rank} could not join the distributed job ({_first_line(e)})") from None
     return True
@@ -152,7 +152,7 @@ def _collective(what: str) -> Iterator[None]:
         yield
     except RuntimeError as e:  # tdist.DistError and the gloo/NCCL errors are RuntimeErrors
         raise DistributedFailure(f"another process of the distributed job failed or stopped answering during "
-                                 f"{what} ({_first_line(e)})") from None  # fmt: skip
+                                 f"{what} ({_first_line(e)})") from None
 
 
 # --- collectives used by the trainer ----------------------------------------------------------------
@@ -273,7 +273,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     SIGINT/SIGTERM sent to this process are passed on to the agent, which passes them to the workers
     (they save a checkpoint and stop at the same step)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "ganforge", *argv]  # fmt: skip
+           "-m", "ganforge", *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.Popen(cmd, env=env)
@@ -296,6 +296,6 @@ def launch_local(nproc: int, argv: list[str]) -> int:
             signal.signal(s, h)
     if got and rc:  # the workers were told to save a checkpoint and stop; torchrun itself exits non-zero
         print(f"ganforge: the {nproc}-process job was stopped by {signal.Signals(got[0]).name}; continue it with "
-              "`ganforge train --resume RUN_DIR`", file=sys.stderr)  # fmt: skip
+              "`ganforge train --resume RUN_DIR`", file=sys.stderr)
         return 128 + got[0]
     return rc

@@ -138,7 +138,7 @@ def _plan_resume(resume: Path, overrides: list[str], data: ImageData | None, wor
 
 
 def _plan_new(config: str | dict[str, Any] | None, overrides: list[str], run_dir: str | Path | None,
-              init_from: str | Path | None, data: ImageData | None, world: int = 1) -> _Plan:  # fmt: skip
+              init_from: str | Path | None, data: ImageData | None, world: int = 1) -> _Plan:
     if isinstance(config, dict):
         cfg = apply_overrides(validate(config), overrides)
     else:
@@ -190,7 +190,7 @@ def _start(plan: _Plan, quiet: bool, dist: Dist) -> Loop:
                     print(f"ganforge: resuming from the newest intact checkpoint, step {found.step}", file=sys.stderr)
                 run.log_event(Event.RESUME, step=found.step, checkpoint=found.path.name, world=dist.world)
                 run.log_text(f"resumed from {found.path.name} (step {found.step}) to {_target(plan.cfg)}"
-                             + (f" on {dist.world} processes" if dist.enabled else ""))  # fmt: skip
+                             + (f" on {dist.world} processes" if dist.enabled else ""))
     except BaseException:
         if run is not None:
             run.close()
@@ -200,9 +200,9 @@ def _start(plan: _Plan, quiet: bool, dist: Dist) -> Loop:
     if run is not None and plan.new:
         c = plan.cfg
         run.log_event(Event.START, model=c["model"]["name"], source=c["data"]["source"], steps=c["train"]["steps"],
-                      max_seconds=c["train"]["max_seconds"], world=dist.world, backend=c.get("backend", "torch"))  # fmt: skip
+                      max_seconds=c["train"]["max_seconds"], world=dist.world, backend=c.get("backend", "torch"))
         run.log_text(f"started: {c['model']['name']} on {c['data']['source']} for {_target(plan.cfg)}"
-                     + (f" on {dist.world} processes (global batch {c['train']['batch_size']})" if dist.enabled else ""))  # fmt: skip
+                     + (f" on {dist.world} processes (global batch {c['train']['batch_size']})" if dist.enabled else ""))
     return loop
 
 
@@ -210,7 +210,7 @@ def _target(cfg: dict[str, Any]) -> str:
     """What a run trains to, for train.log: a step count and/or a time budget."""
     t = cfg["train"]
     parts = ([f"train.steps={t['steps']}"] if t["steps"] is not None else []) + (
-        [f"train.max_seconds={t['max_seconds']:g}"] if t["max_seconds"] else [])  # fmt: skip
+        [f"train.max_seconds={t['max_seconds']:g}"] if t["max_seconds"] else [])
     return " or ".join(parts)
 
 
@@ -226,7 +226,7 @@ def _requested_config(
 
 
 def check_launch(config: str | dict[str, Any] | None, overrides: list[str], *, resume: str | Path | None = None,
-                 device: str | None = None, nproc: int) -> dict[str, Any]:  # fmt: skip
+                 device: str | None = None, nproc: int) -> dict[str, Any]:
     """Before starting `nproc` processes: the config resolves and fits them, so a mistake is one line here
     rather than one traceback per process. Returns the config."""
     overrides = list(overrides) + ([f"device={device}"] if device is not None else [])
@@ -236,18 +236,18 @@ def check_launch(config: str | dict[str, Any] | None, overrides: list[str], *, r
     distributed.check_world(cfg, nproc, dev)
     if dev.type == "cuda" and nproc > torch.cuda.device_count():
         raise UserError(f"--nproc {nproc} but this machine shows {torch.cuda.device_count()} GPU(s); one process "
-                        "per GPU (or --device cpu)")  # fmt: skip
+                        "per GPU (or --device cpu)")
     return cfg
 
 
 def _plan_distributed(d: Dist, config: str | dict[str, Any] | None, overrides: list[str], run_dir: str | Path | None,
-                      resume: str | Path | None, init_from: str | Path | None, data: ImageData | None) -> _Plan:  # fmt: skip
+                      resume: str | Path | None, init_from: str | Path | None, data: ImageData | None) -> _Plan:
     """Rank 0 plans (creates or locks the run dir, finds the checkpoint) and tells the others; they get the
     config, the path and the checkpoint from it and load the data themselves (from the cache rank 0 filled)."""
     if d.is_main:
         try:
             plan = _plan_resume(Path(resume), overrides, data, d.world) if resume is not None else (
-                _plan_new(config, overrides, run_dir, init_from, data, d.world))  # fmt: skip
+                _plan_new(config, overrides, run_dir, init_from, data, d.world))
         except UserError as e:
             distributed.broadcast_object(("user", str(e)), d)
             raise

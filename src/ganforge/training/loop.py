@@ -169,7 +169,7 @@ class Loop:
         if spread < COLLAPSE_SPREAD and self.c.step >= COLLAPSE_AFTER:
             self.event(Event.COLLAPSE, step=self.c.step, spread=round(spread, 5))
             self.warn(f"step {self.c.step}: samples from different noise are nearly identical "
-                      f"(mean per-pixel std {spread:.4f}): the generator may have collapsed")  # fmt: skip
+                      f"(mean per-pixel std {spread:.4f}): the generator may have collapsed")
 
     def standing_sampler(self) -> torch.nn.Module | None:
         """A copy of G_ema with standing BatchNorm statistics (models/standing.py), what evaluation scores and the
@@ -207,7 +207,7 @@ class Loop:
             try:
                 tensors, meta = self.checkpoint_state(ranks)
                 ckpt.save_checkpoint(self.run.checkpoints, self.c.step, tensors, meta,
-                                     self.t.keep_checkpoints)  # fmt: skip
+                                     self.t.keep_checkpoints)
                 self.run.plot_losses()
                 saved = True
             except OSError as e:
@@ -217,7 +217,7 @@ class Loop:
                 prev = have[-1][1].with_suffix(".safetensors").name if have else "none yet"
                 self.event(Event.DISK_FULL, step=self.c.step, error=e.strerror)
                 self.warn(f"disk full: could not write the checkpoint of step {self.c.step} ({e.strerror}); "
-                          f"the previous checkpoint ({prev}) is intact")  # fmt: skip
+                          f"the previous checkpoint ({prev}) is intact")
                 if self.t.on_disk_full == "stop":
                     self.stop = Stop.DISK_FULL
         if self.dist.enabled and dist_.broadcast_object(self.stop is Stop.DISK_FULL, self.dist, "a checkpoint"):
@@ -242,13 +242,13 @@ class Loop:
             G = self.standing_sampler()
             rec = evaluate_generator(self.b.sampler if G is None else G, self.cfg, metrics=t.eval_metrics, n=t.eval_n,
                                      network=self._evaluator, device=str(self.b.device), progress=False,
-                                     ema=self.b.has_ema, standing_stats=None if G is None else True)  # fmt: skip
+                                     ema=self.b.has_ema, standing_stats=None if G is None else True)
         except UserError as e:
             self._evaluator = False
             self.warn(f"evaluation during training is off for this run: {e}")
             return None
         rec.update(step=self.c.step, images_seen=self.c.images_seen, train_seconds=round(self.c.train_seconds, 2),
-                   ema=self.b.has_ema, source="train")  # fmt: skip
+                   ema=self.b.has_ema, source="train")
         self.run.log_eval(rec)
         if self.run.tb is not None:
             for k in ("fid", "kid", "is", "precision", "recall"):
@@ -259,7 +259,7 @@ class Loop:
             if rec["fid"] <= min(best):
                 tensors, meta = self.checkpoint_state(ranks)
                 ckpt.save_checkpoint(self.run.path / "checkpoints" / "best", self.c.step, tensors,
-                                     {**meta, "fid": rec["fid"]}, keep=1)  # fmt: skip
+                                     {**meta, "fid": rec["fid"]}, keep=1)
                 self.event(Event.BEST, step=self.c.step, fid=rec["fid"])
         return rec
 
@@ -277,7 +277,7 @@ class Loop:
         if not self.dist.enabled:
             return {k: float(v) for k, v in out.items()}
         mean, code = dist_.reduce_step(torch.stack([torch.as_tensor(v).float() for v in out.values()]),
-                                       _STOP_CODES.get(self._pending, 0) if self._pending else 0, self.dist)  # fmt: skip
+                                       _STOP_CODES.get(self._pending, 0) if self._pending else 0, self.dist)
         if code and self.stop is None:
             self.stop = _STOP_NAMES[code]
         return dict(zip(out, mean.tolist(), strict=True))
@@ -330,7 +330,7 @@ class Loop:
                     extra = {k: f"{v:.3g}" for k, v in self.b.progress().items() if k in ("ada_p", "resolution", "alpha")}
                     shown = {"step": step} if t.max_seconds else {}
                     pbar.set_postfix(**shown, D=f"{self.last['loss_d']:.3f}", G=f"{self.last['loss_g']:.3f}",
-                                     img_s=f"{ips:.0f}", **extra, refresh=False)  # fmt: skip
+                                     img_s=f"{ips:.0f}", **extra, refresh=False)
                 if t.sample_every and step % t.sample_every == 0:
                     self.save_samples()
                 self.c.train_seconds += time.perf_counter() - mark  # sampling and checkpoints count; evaluation not
@@ -359,12 +359,12 @@ class Loop:
         instead, the step in the postfix."""
         t = self.t
         common = dict(desc="train", disable=self.b.quiet or not self.dist.is_main, dynamic_ncols=True,
-                      mininterval=0.5, file=sys.stderr)  # fmt: skip
+                      mininterval=0.5, file=sys.stderr)
         if not t.max_seconds:
             return bar(total=t.steps, initial=self.c.step, unit="step", **common)
         budget = float(t.max_seconds)
         return bar(total=budget, initial=min(self.c.train_seconds, budget), unit="s", **common,
-                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of training [{elapsed}<{remaining}{postfix}]")  # fmt: skip
+                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of training [{elapsed}<{remaining}{postfix}]")
 
     def _finish(self) -> None:
         """The end of a run (done or stopped): a checkpoint of the last step, a sample grid, the loss curves."""
@@ -394,7 +394,7 @@ class Loop:
 
     def _log(self, ips: float) -> None:
         rec = {"step": self.c.step, "images_seen": self.c.images_seen, **self.last, **self.b.progress(),
-               "img_per_s": round(ips, 2), "time": round(time.time(), 3)}  # fmt: skip
+               "img_per_s": round(ips, 2), "time": round(time.time(), 3)}
         if self.run is None:
             return
         self.run.log_metrics(rec)
@@ -415,7 +415,7 @@ class Loop:
     def _diverged(self, ld: float, lg: float) -> None:
         step = self.c.step
         msg = (f"training diverged at step {step}: D loss {ld}, G loss {lg}; {self._where()}. "
-               "Lower train.lr_d/train.lr_g or change the loss, then resume or restart")  # fmt: skip
+               "Lower train.lr_d/train.lr_g or change the loss, then resume or restart")
         if self.run is not None:
             self.event(Event.DIVERGED, step=step, loss_d=ld, loss_g=lg)
             self.run.log_text("ERROR " + msg)

@@ -115,7 +115,7 @@ class Precision:
 
 class Trainer(BackendBase):
     def __init__(self, cfg: dict[str, Any], run: RunDir | None = None, data: ImageData | None = None, quiet: bool = False,
-                 dist: Dist = SINGLE):  # fmt: skip
+                 dist: Dist = SINGLE):
         self.cfg, self.run, self.quiet, self.dist = cfg, run, quiet, dist
         t = self.t = train_view(cfg)
         if t.threads:
@@ -154,7 +154,7 @@ class Trainer(BackendBase):
         self.stream = BatchStream(
             data.images, data.labels, t.batch_size // dist.world, self.seed, self.device,
             hflip=data_view(cfg).hflip, channels_last=self.channels_last, rank=dist.rank, world_size=dist.world,
-        )  # fmt: skip
+        )
         self.precision = Precision(t.amp, self.device)
         self._G_fwd, self._D_fwd = self._forward_modules(t.compile)
         # several processes: a part that adapts to what D saw (ADA's p) sees the global batch, so it takes
@@ -181,7 +181,7 @@ class Trainer(BackendBase):
             return self.G, self.D
         if "grow" in self.objective.parts:
             self._warn("train.compile is ignored with progressive growing: the fade-in changes the models every "
-                       "step, which would recompile them every step")  # fmt: skip
+                       "step, which would recompile them every step")
             return self.G, self.D
         return torch.compile(self.G), torch.compile(self.D)  # type: ignore[return-value]
 
@@ -201,7 +201,7 @@ class Trainer(BackendBase):
         """The D step as one process with the global batch would have seen it (for after_d_step)."""
         g = functools.partial(dist_.all_gather_cat, d=self.dist)
         return dataclasses.replace(s, real=g(s.real.detach()), fake=g(s.fake.detach()), d_real=g(s.d_real.detach()),
-                                   labels=None if s.labels is None else g(s.labels))  # fmt: skip
+                                   labels=None if s.labels is None else g(s.labels))
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """`d_steps` D updates, then one G update. Every random draw comes from a generator seeded by
@@ -340,7 +340,7 @@ class Trainer(BackendBase):
             self._warn(f"{c.path.name} was written by a run on {saved_world} process(es) and this one has "
                        f"{self.dist.world}: training continues from step {c.step} with the images seen, schedules "
                        f"and data position carried over, but not bitwise as {saved_world} process(es) would have "
-                       "continued (per-process random streams and batch statistics differ)")  # fmt: skip
+                       "continued (per-process random streams and batch statistics differ)")
 
     def init_from(self, c: ckpt.Checkpoint) -> None:
         """Fine-tuning: take weights (G, D, G_ema) from another run; optimizers and step start fresh."""

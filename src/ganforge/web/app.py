@@ -35,7 +35,7 @@ STATIC = Path(__file__).parent / "static"
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 # the page needs nothing from anywhere else; images are blob: URLs made from fetched PNGs
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")  # fmt: skip
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer", "content-security-policy": CSP}
 
 
@@ -64,7 +64,7 @@ class SecurityHeaders:
 def create_app(
     run_dirs: list[str | Path] | None = None, *, runs: dict[str, ServedRun] | None = None, device: str = "cpu",
     ema: bool = True, allowed_hosts: list[str] | None = None,
-) -> Starlette:  # fmt: skip
+) -> Starlette:
     """The playground for `run_dirs` (loaded now) or already loaded `runs`. `allowed_hosts` (the loopback names
     when bound to loopback) refuses other Host headers, so a web page cannot reach the server by DNS rebinding."""
     if runs is None:
@@ -155,7 +155,7 @@ def serve(
     loopback = is_loopback(host)
     if not loopback:
         warn(f"--host {host} makes the playground reachable from other machines; it has no login, so anyone "
-             f"who can reach {host}:{port} can use it (and this CPU). Use --host 127.0.0.1 to keep it local")  # fmt: skip
+             f"who can reach {host}:{port} can use it (and this CPU). Use --host 127.0.0.1 to keep it local")
     try:  # a port in use is a one-line error before the (slow) model loading, not a traceback after it
         family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:

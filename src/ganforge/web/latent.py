@@ -59,7 +59,7 @@ def check_type(content_type: str) -> None:
     ctype = content_type.split(";")[0].strip().lower()
     if ctype not in IMAGE_TYPES:
         raise ApiError(415, f"upload an image (PNG, JPEG, WebP, GIF or BMP) as the request body with its image/* "
-                            f"Content-Type; got {ctype or 'no Content-Type'}")  # fmt: skip
+                            f"Content-Type; got {ctype or 'no Content-Type'}")
 
 
 def check_upload(data: bytes) -> None:
@@ -74,7 +74,7 @@ def check_upload(data: bytes) -> None:
         raise ApiError(413, f"the image is too large to decode ({e}); at most {most} pixels") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a file that is not an image
         raise ApiError(422, f"the upload is not an image PIL can read ({type(e).__name__}); upload a PNG or "
-                            "JPEG file") from None  # fmt: skip
+                            "JPEG file") from None
     if w * h > most:
         raise ApiError(413, f"the image is {w}x{h} pixels; at most {most} pixels (e.g. 4096x4096): downscale it")
 
@@ -98,7 +98,7 @@ class Job:
         seconds = (self.ended or time.monotonic()) - self.started
         return {"id": self.id, "state": self.state, "step": self.step, "total": self.total, "error": self.error,
                 "projection": self.projection, "notes": self.notes, "seconds": round(seconds, 2),
-                "cancelling": self.state == "running" and self.cancel.is_set()}  # fmt: skip
+                "cancelling": self.state == "running" and self.cancel.is_set()}
 
 
 @dataclass
@@ -143,10 +143,10 @@ class RunLatents:
             found = self.projections.get(projection)
         if found is None:
             raise ApiError(404, f"no projection {projection!r}: the playground keeps the last "
-                                f"{LIMITS['max_projections']} per run; upload the image again")  # fmt: skip
+                                f"{LIMITS['max_projections']} per run; upload the image again")
         if found.step != self.run.step:
             raise ApiError(409, f"the run moved on to step {self.run.step} since this image was projected (at step "
-                                f"{found.step}); upload it again to project it into the new generator")  # fmt: skip
+                                f"{found.step}); upload it again to project it into the new generator")
         return found.latent
 
     def edit(self, method: str, strengths: list[float], latent_of: dict[str, Any]) -> bytes:
@@ -155,7 +155,7 @@ class RunLatents:
         dirs = self.directions(method)
         if len(strengths) > len(dirs):
             raise ApiError(422, f"{len(strengths)} strengths for {len(dirs)} {method} directions; give at most "
-                                f"{len(dirs)}")  # fmt: skip
+                                f"{len(dirs)}")
         latent = self.latent(**latent_of)  # before the run's lock: `start` takes self.lock, then the run's
         with self.run.lock:
             G = self.run.G
@@ -164,7 +164,7 @@ class RunLatents:
                 delta = (s[:, None] * dirs.vectors[: len(strengths)].double()).sum(0)
                 size = float(delta.norm())
                 combined = replace(dirs, vectors=(delta / max(size, 1e-30)).float()[None], names=["sliders"],
-                                   importance=torch.ones(1), scale=torch.tensor([size]))  # fmt: skip
+                                   importance=torch.ones(1), scale=torch.tensor([size]))
                 latent = edited_latents(G, latent, combined, 0, [1.0])
             x = render(G, latent, batch_size=1 if is_style(G) else 64)
         return png_bytes(x)
@@ -214,7 +214,7 @@ class RunLatents:
         job = self.job
         if job is not None and job.state == "running":
             raise ApiError(409, f"a projection is already running for this run (step {job.step}/{job.total}); "
-                                "wait for it to finish or cancel it, one runs at a time")  # fmt: skip
+                                "wait for it to finish or cancel it, one runs at a time")
 
     def cancel(self) -> Job:
         job = self.job
@@ -260,7 +260,7 @@ def latent_routes(tools: LatentTools) -> list[Route]:
         dirs = await run_in_threadpool(lat.directions, request.path_params["method"])
         k = min(len(dirs), LIMITS["max_sliders"])
         return no_store({"method": dirs.method, "space": dirs.space, "count": len(dirs), "names": dirs.names[:k],
-                         "importance": dirs.importance[:k].tolist(), "scale": dirs.scale[:k].tolist()})  # fmt: skip
+                         "importance": dirs.importance[:k].tolist(), "scale": dirs.scale[:k].tolist()})
 
     @json_errors
     async def edit(request: Request) -> Response:
@@ -272,9 +272,9 @@ def latent_routes(tools: LatentTools) -> list[Route]:
         top = LIMITS["max_strength"]
         ok = isinstance(strengths, list) and len(strengths) <= LIMITS["max_sliders"]
         if not ok or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and abs(s) <= top
-                             for s in strengths):  # fmt: skip
+                             for s in strengths):
             raise ApiError(422, f"strengths must be a list of at most {LIMITS['max_sliders']} numbers from -{top:g} "
-                                f"to {top:g} (standard deviations along each direction)")  # fmt: skip
+                                f"to {top:g} (standard deviations along each direction)")
         if "seed" in f.data and "projection" in f.data:
             raise ApiError(422, "give either seed (a sample) or projection (an uploaded image's id), not both")
         seed = f.integer("seed", 0, 0, LIMITS["max_seed"])

@@ -101,7 +101,7 @@ class ServedRun:
             "channels": d["channels"], "step": self.step, "fid": fid and fid["fid"], "fid_step": fid and fid["step"],
             "styled": self.styled, "style_layers": groups, "label_kind": self.label_kind,
             "label_names": [str(x) for x in m.get("label_names") or []] if self.label_kind else [],
-        }  # fmt: skip
+        }
 
     def labels(self, n: int, cls: str | None, attrs: list[str] | None, default_class: bool) -> torch.Tensor | None:
         attr_text = None if attrs is None else ",".join(f"{a}=1" for a in attrs)

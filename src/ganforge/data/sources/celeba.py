@@ -56,7 +56,7 @@ extend_schema("data", {
     "attributes": Key(None, str, "CelebA: comma list of attributes to condition on, e.g. Male,Smiling", nullable=True),
     "crop": Key(None, str, "CelebA face crop before resizing: 178 (center, default), 140 or 108",
                 choices=("178", "140", "108"), nullable=True),
-}, owner="celeba")  # fmt: skip
+}, owner="celeba")
 
 CELEBA_PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 IMG_FOLDER = "img_align_celeba"

@@ -51,17 +51,17 @@ def parse_labels(raw: Any, names: list[str], where: str) -> tuple[np.ndarray | N
     if entries is None:
         return None, None
     if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
-                                                for e in entries):  # fmt: skip
+                                                for e in entries):
         raise UserError(f"{where}: 'labels' must be a list of [file name, label] pairs (or null)")
     table = {name.replace("\\", "/"): label for name, label in entries}
     missing = [n for n in names if n not in table]
     if missing:
         raise UserError(f"{where} has no label for {_first(missing)} of the {len(names)} images; "
-                        "label every image (or set \"labels\": null)")  # fmt: skip
+                        "label every image (or set \"labels\": null)")
     extra = sorted(set(table) - set(names))
     if extra:
         raise UserError(f"{where} labels {_first(extra)} files that are not images of the dataset; "
-                        "remove those entries or add the files")  # fmt: skip
+                        "remove those entries or add the files")
     values = [table[n] for n in names]
     own = raw.get("ganforge") if isinstance(raw.get("ganforge"), dict) else {}
     try:
@@ -79,7 +79,7 @@ def parse_labels(raw: Any, names: list[str], where: str) -> tuple[np.ndarray | N
             labels, kind = arr.astype(np.float32), "attributes"
     else:
         raise UserError(f"{where}: labels are vectors of continuous values; ganforge conditions on class indices "
-                        "or 0/1 attributes only")  # fmt: skip
+                        "or 0/1 attributes only")
     count = int(labels.max()) + 1 if kind == "class" else labels.shape[1]
     given = own.get("names")
     if isinstance(given, list) and len(given) >= count and own.get("label_kind", kind) == kind:

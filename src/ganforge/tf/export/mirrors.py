@@ -68,7 +68,7 @@ def linear(
 
 
 def conv(x: Any, w: Weights, key: str, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
-         name: str | None = None) -> Any:  # fmt: skip
+         name: str | None = None) -> Any:
     """torch nn.Conv2d `key` with 'same' padding (k // 2, odd k), stride 1; `weight`/`bias` override the
     stored ones (with `weight` given, only `bias` is used)."""
     k = w[key + ".weight"] if weight is None else weight
@@ -84,7 +84,7 @@ def conv_transpose(x: Any, w: Weights, key: str, stride: int, padding: str, weig
     (k=4, s=2, p=1); 'valid' is p=0 (output (H - 1) * s + k)."""
     k = w[key + ".weight"] if weight is None else weight
     layer = layers.Conv2DTranspose(k.shape[1], k.shape[2], strides=stride, padding=padding, use_bias=False,
-                                   name=layer_name(key))  # fmt: skip
+                                   name=layer_name(key))
     y = layer(x)
     _set(layer, k.transpose(2, 3, 1, 0))
     return y
@@ -292,7 +292,7 @@ def stylegan2(w: Weights, info: dict[str, Any]) -> keras.Model:
 
 BUILDERS: dict[str, Callable[[Weights, dict[str, Any]], keras.Model]] = {
     "mlp": mlp, "dcgan": dcgan, "sngan": sngan, "progan": progan, "stylegan2": stylegan2,
-}  # fmt: skip
+}
 
 
 def build(model: str, w: Weights, info: dict[str, Any]) -> keras.Model:

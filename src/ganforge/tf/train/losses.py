@@ -33,7 +33,7 @@ LOSSES: dict[str, tuple[DLoss, GLoss]] = {
     "hinge": (lambda r, f: _mean(tf.nn.relu(1.0 - r)) + _mean(tf.nn.relu(1.0 + f)), _wgan_g),
     "lsgan": (lambda r, f: 0.5 * _mean(tf.square(r - 1.0)) + 0.5 * _mean(tf.square(f)),
               lambda f: 0.5 * _mean(tf.square(f - 1.0))),
-}  # fmt: skip
+}
 
 
 def gradient_penalty(D: Callable[..., Any], real: Any, fake: Any, labels: Any, eps: Any, **d_kwargs: Any) -> Any:

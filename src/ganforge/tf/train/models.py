@@ -44,7 +44,7 @@ from ganforge.tf.layout import Entry, Weights, from_torch_layout, layer_name, to
 
 if keras.backend.backend() != "tensorflow":
     raise UserError(f"training with backend tensorflow needs Keras on TensorFlow, but Keras was started with "
-                    f"{keras.backend.backend()!r}; unset KERAS_BACKEND or set it to tensorflow")  # fmt: skip
+                    f"{keras.backend.backend()!r}; unset KERAS_BACKEND or set it to tensorflow")
 
 
 # --- layers with torch semantics -------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ class TorchBatchNorm(layers.Layer):
         )
         self.running_var = self.add_weight(shape=(channels,), initializer="ones", trainable=False, name="running_var")
         self.num_batches_tracked = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False,
-                                                   name="num_batches_tracked")  # fmt: skip
+                                                   name="num_batches_tracked")
 
     def call(self, x: Any, training: bool = False) -> Any:
         if training:
@@ -84,7 +84,7 @@ class TorchBatchNorm(layers.Layer):
             [Entry(f"{key}.weight", self.gamma, "same"), Entry(f"{key}.bias", self.beta, "same")] if self.affine else []
         )
         return out + [Entry(f"{key}.{n}", getattr(self, n), "same") for n in ("running_mean", "running_var",
-                                                                             "num_batches_tracked")]  # fmt: skip
+                                                                             "num_batches_tracked")]
 
 
 class SeededDropout(layers.Layer):
@@ -118,7 +118,7 @@ class ConditionalBN(layers.Layer):
 
     def entries(self, key: str) -> list[Entry]:
         return self.bn.entries(key + ".bn") + [Entry(f"{key}.gamma.weight", self.gamma.kernel, "linear"),
-                                               Entry(f"{key}.beta.weight", self.beta.kernel, "linear")]  # fmt: skip
+                                               Entry(f"{key}.beta.weight", self.beta.kernel, "linear")]
 
 
 # --- translating torch modules -----------------------------------------------------------------------------------
@@ -153,10 +153,10 @@ def translate(m: nn.Module, key: str, in_shape: tuple[int, ...]) -> tuple[layers
     elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
         cls = layers.Conv2D if isinstance(m, nn.Conv2d) else layers.Conv2DTranspose
         layer = cls(m.out_channels, m.kernel_size, strides=m.stride, padding=_same_padding(m, key),
-                    use_bias=m.bias is not None, name=name)  # fmt: skip
+                    use_bias=m.bias is not None, name=name)
         layer.build((None, *in_shape))
         entries = [Entry(f"{key}.weight", layer.kernel, "conv")] + (
-            [Entry(f"{key}.bias", layer.bias, "same")] if m.bias is not None else [])  # fmt: skip
+            [Entry(f"{key}.bias", layer.bias, "same")] if m.bias is not None else [])
         out = tuple(layer.compute_output_shape((None, *in_shape))[1:])
     elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         layer = _bn(m, key)
@@ -185,7 +185,7 @@ class KeyedModel(keras.Model):
     entries: list[Entry]
 
     def _sequence(self, seq: nn.Sequential, key: str, in_shape: tuple[int, ...]) -> tuple[list[layers.Layer],
-                                                                                          tuple[int, ...]]:  # fmt: skip
+                                                                                          tuple[int, ...]]:
         out = []
         for i, m in enumerate(seq):
             layer, entries, in_shape = translate(m, f"{key}.{i}", in_shape)
@@ -248,7 +248,7 @@ class TrainableKit:
         layer = self._layer(x, key)
         if (layer.strides[0], layer.padding) != (stride, padding):
             raise NotImplementedError(f"{key}: the torch module is not the {stride}-strided {padding!r} transposed "
-                                      "conv of the shared graph")  # fmt: skip
+                                      "conv of the shared graph")
         return layer(x)
 
     def norm2d(self, x: Any, key: str, y: Any | None) -> Any:
@@ -363,5 +363,5 @@ def load_torch_state(model: KeyedModel, state: dict[str, np.ndarray], what: str 
         a = from_torch_layout(e, np.asarray(state[e.key]))
         if tuple(a.shape) != tuple(e.var.shape):
             raise UserError(f"checkpoint{what}: {e.key} has shape {tuple(np.asarray(state[e.key]).shape)}, which "
-                            "does not fit this model")  # fmt: skip
+                            "does not fit this model")
         e.var.assign(a.astype(e.var.dtype))

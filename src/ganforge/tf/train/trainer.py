@@ -61,17 +61,17 @@ def check_config(cfg: dict[str, Any]) -> None:
     m, lc, t = cfg["model"], cfg["loss"], train_view(cfg)
     if m["name"] not in SUPPORTED_MODELS:
         raise UserError(f"backend tensorflow trains the {' and '.join(SUPPORTED_MODELS)} families, not "
-                        f"model.name={m['name']!r}; train it with backend=torch")  # fmt: skip
+                        f"model.name={m['name']!r}; train it with backend=torch")
     if lc["name"] not in TF_LOSSES:
         raise UserError(f"backend tensorflow has no loss {lc['name']!r}; use one of {', '.join(TF_LOSSES)}")
     unsupported = [f"{k}={v}" for k, v in (("augment.name", cfg["augment"]["name"]), ("loss.r1_gamma", lc["r1_gamma"]),
                                            ("loss.pl_weight", lc["pl_weight"]),
                                            ("model.d_spectral_norm", m.get("d_spectral_norm")),
                                            ("train.amp", t.amp))
-                   if v not in ("none", 0, 0.0, False, None, "off")]  # fmt: skip
+                   if v not in ("none", 0, 0.0, False, None, "off")]
     if unsupported:
         raise UserError(f"{unsupported[0]} is not supported with backend tensorflow (it has GP, drift, d_steps, EMA "
-                        "and conditioning); remove it or use backend=torch")  # fmt: skip
+                        "and conditioning); remove it or use backend=torch")
 
 
 def _tf() -> Any:
@@ -121,7 +121,7 @@ class TFTrainer(BackendBase):
     check_config = staticmethod(check_config)  # the launcher calls it before loading data
 
     def __init__(self, cfg: dict[str, Any], run: RunDir | None = None, data: ImageData | None = None, quiet: bool = False,
-                 dist: Dist = SINGLE) -> None:  # fmt: skip
+                 dist: Dist = SINGLE) -> None:
         check_config(cfg)
         if dist.enabled:
             raise UserError("backend tensorflow trains in one process; leave out --nproc / torchrun")
@@ -147,15 +147,15 @@ class TFTrainer(BackendBase):
         parts = sorted(set(Objective.from_config(cfg, G_t, D_t).parts) - set(SUPPORTED_PARTS))
         if parts:  # a part added to the objective later is refused rather than silently left out
             raise UserError(f"the objective part {parts[0]!r} is not supported with backend tensorflow; "
-                            "use backend=torch")  # fmt: skip
+                            "use backend=torch")
         if t.compile:
             self._warn("train.compile is a torch option and is ignored with backend tensorflow (its steps are "
-                       "tf.function graphs already)")  # fmt: skip
+                       "tf.function graphs already)")
         with self._on_device():
             self.G = keras_generator(G_t, "G")
             self.D = keras_discriminator(D_t, (res, res, ch), "D")
             self.ema = (KerasEMA(keras_generator(G_t, "G_ema"), self.G, t.ema_decay, t.ema_start, t.ema_kimg)
-                        if t.ema else None)  # fmt: skip
+                        if t.ema else None)
             self.opt_G = self._adam(t.lr_g, t, self.G)
             self.opt_D = self._adam(t.lr_d, t, self.D)
         self._torch_G = G_t  # what evaluation during training runs (the Keras weights copied in)
@@ -165,7 +165,7 @@ class TFTrainer(BackendBase):
         self.d_steps = t.d_steps
         self.batch_size = t.batch_size
         self.stream = BatchStream(data.images, data.labels, self.batch_size, self.seed, torch.device("cpu"),
-                                  hflip=data_view(cfg).hflip)  # fmt: skip
+                                  hflip=data_view(cfg).hflip)
         self.z_dim = m.z_dim
         n = t.n_samples
         self.fixed_z = torch.randn(n, self.z_dim, generator=seeded_generator(self.seed, -1))  # a torch run's grid noise
@@ -194,7 +194,7 @@ class TFTrainer(BackendBase):
         if dev == "cuda":
             if not tf.config.list_physical_devices("GPU"):
                 raise UserError("device=cuda but TensorFlow sees no GPU (the tensorflow-cpu wheel, or no CUDA "
-                                "libraries); use device=cpu or install the GPU build of tensorflow")  # fmt: skip
+                                "libraries); use device=cpu or install the GPU build of tensorflow")
             return "/GPU:0"
         return None
 
@@ -376,12 +376,12 @@ class TFTrainer(BackendBase):
         """Restore models, Adam moments and iterations, step, D-update counter, images seen and data position."""
         if c.meta.get("backend", "torch") != "tensorflow":
             raise UserError(f"{c.path.name} was written by the torch backend; resume it with backend=torch, or start "
-                            "a new TensorFlow run from its weights with --init-from")  # fmt: skip
+                            "a new TensorFlow run from its weights with --init-from")
         c.require_state("optim", "data")
         self._load_models(c)
         for prefix, opt, model in (("opt_G", self.opt_G, self.G), ("opt_D", self.opt_D, self.D)):
             _load_adam(opt, model, {k[len(prefix) + 1 :]: v.numpy() for k, v in c.tensors.items()
-                                    if k.startswith(prefix + ".")}, c.meta["optim"][prefix], f" {c.path.name}")  # fmt: skip
+                                    if k.startswith(prefix + ".")}, c.meta["optim"][prefix], f" {c.path.name}")
         self.counters.restore(c, self.batch_size, self.d_steps)
         self.stream.load_state_dict(c.meta["data"])
 
@@ -413,7 +413,7 @@ def _adam_state(opt: Any, model: Any) -> tuple[dict[str, np.ndarray], dict[str, 
         moments[f"{e.key}.exp_avg"] = np.array(to_torch_layout(e, m.numpy()), order="C")
         moments[f"{e.key}.exp_avg_sq"] = np.array(to_torch_layout(e, v.numpy()), order="C")
     plain = {"format": "keras-adam", "iterations": int(opt.iterations.numpy()), "learning_rate": float(opt.learning_rate),
-             "beta_1": float(opt.beta_1), "beta_2": float(opt.beta_2), "epsilon": float(opt.epsilon)}  # fmt: skip
+             "beta_1": float(opt.beta_1), "beta_2": float(opt.beta_2), "epsilon": float(opt.epsilon)}
     return moments, plain
 
 
