@@ -381,7 +381,7 @@ def test_interpolate_walks_through_projected_latents_and_refuses_foreign_ones(ru
     assert rc == 0, err
     mixed = f"{tmp_path / 'p' / 't0.npz'},{tmp_path / 'q' / 't0.npz'}"
     rc, _, err = run_cli(["interpolate", runs["stylegan2"], "--latents", mixed, "--gif", tmp_path / "y.gif"], capsys)
-    assert_one_line_error(rc, err, "different spaces")
+    assert_one_line_error(rc, err, "--latents files in different spaces")
     rc, _, err = run_cli(["interpolate", runs["stylegan2"], "--latents", keys, "--seeds", "1,2",
                           "--gif", tmp_path / "z.gif"], capsys)
     assert_one_line_error(rc, err, "--seeds")

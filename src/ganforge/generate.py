@@ -520,7 +520,7 @@ def interpolate_to_files(
         if any(v is not None for v in (cls, classes, attrs, attr_walk)) or truncation_psi != 1.0:
             raise UserError("--latents carry their own labels and are not truncated: leave out --class, --classes, "
                             "--attr, --attr-walk and --truncation")
-        frames, keyframes = latent_walk(G, load_latents(latents, G)[0], steps, mode=mode, loop=loop)
+        frames, keyframes = latent_walk(G, load_latents(latents, G, "--latents")[0], steps, mode=mode, loop=loop)
         x = render(G, frames)
     else:
         labels = walk_labels(cfg, cls, classes, attrs, attr_walk)

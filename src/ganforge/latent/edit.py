@@ -110,16 +110,17 @@ def edit(
     return render(G, moved, batch_size=1 if is_style(G) else 64)
 
 
-def load_latents(paths: Sequence[str | Path], G: nn.Module) -> tuple[Latent, list[str]]:
-    """Latent files (from `ganforge project`) joined into one Latent, and a label per latent ("FILE#i")."""
+def load_latents(paths: Sequence[str | Path], G: nn.Module, flag: str = "--latent") -> tuple[Latent, list[str]]:
+    """Latent files (from `ganforge project`) joined into one Latent, and a label per latent ("FILE#i"); `flag`
+    names the option in errors."""
     from ganforge.latent.core import load_latent
 
     parts = [load_latent(Path(p), G) for p in paths]
     spaces = {x.space for x in parts}
     if len(spaces) > 1:
-        raise UserError(f"--latent files in different spaces ({', '.join(sorted(spaces))}); edit them separately")
+        raise UserError(f"{flag} files in different spaces ({', '.join(sorted(spaces))}); use files of one space")
     if len({x.labels is None for x in parts}) > 1 or len({x.noise is None for x in parts}) > 1:
-        raise UserError("--latent files differ in carrying labels or noise maps; edit them separately")
+        raise UserError(f"{flag} files differ in carrying labels or noise maps; use files made the same way")
     labels = None if parts[0].labels is None else torch.cat([x.labels for x in parts])  # type: ignore[misc]
     noise = None
     if parts[0].noise is not None:
