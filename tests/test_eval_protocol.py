@@ -199,6 +199,14 @@ def test_checkpoint_stores_standing_stats_and_sampling_uses_them(run):
     assert all(torch.equal(v, stored[k]) for k, v in G.state_dict().items())
     G_trained = {k[len("G."):]: v for k, v in found.tensors.items() if k.startswith("G.") and "running_mean" in k}
     assert any(not torch.equal(v, stored[k]) for k, v in G_trained.items())  # not G's statistics
+    # --no-standing-stats on such a checkpoint: G_ema's statistics copied from G, as EMA keeps them
+    raw, _ = load_generator(run, standing_stats=False)
+    assert raw.standing_stats is False
+    sd = raw.state_dict()
+    assert G_trained and all(torch.equal(sd[k[len("G."):]], v) for k, v in found.tensors.items()
+                             if k.startswith("G.") and k.rpartition(".")[2] in ("running_mean", "running_var"))
+    weights = [k for k in sd if k.endswith(".weight")]
+    assert all(torch.equal(sd[k], stored[k]) for k in weights)  # the weights stay G_ema's
 
 
 def test_fid_inf_removes_the_small_sample_bias():
@@ -294,3 +302,59 @@ def test_ppl_in_w_needs_a_style_model(run):
     rec = evaluate_run(run, metrics="ppl,fid_inf", n=40, network="test-tiny-conv", progress=False, log=False,
                        ref=str(png_folder(run.parent / "ppl-ref", 20, res=32)))
     assert rec["ppl"] > 0 and np.isfinite(rec["fid_inf"])
+
+
+def test_conditional_runs_are_evaluated_with_seeded_random_labels(tmp_path, one_torch_thread):
+    """Evaluation draws labels for conditional generators (it crashed on label_vector(None) before): classes
+    uniformly, attributes as fair bits, the same for the same seed; the scored images are G's for those labels."""
+    from conftest import attribute_data, register_pixel_net
+
+    from ganforge.evaluation import evaluate_run
+    from ganforge.metrics.evaluate import generated_batches
+    from ganforge.models.sampling import random_labels, sample
+    from ganforge.training.launch import train
+
+    register_pixel_net()
+    cond = FAST + ["train.steps=2", "model.conditional=true"]
+    for name, data in (("classes", synthetic_data(n=64, labels=True)), ("attrs", attribute_data())):
+        path = train("fashion_mnist_dcgan", cond, run_dir=tmp_path / name, data=data, quiet=True)[0].path
+        rec = evaluate_run(path, metrics="fid", n=40, network="test-pixels", ref=str(png_folder(tmp_path / f"r{name}", 40)),
+                           progress=False)
+        assert np.isfinite(rec["fid"]) and rec["fid"] > 0
+    G = torch.nn.Linear(1, 1)
+    G.num_labels = 10
+    classes = random_labels(G, 5000, "class", 3)
+    assert classes.dtype == torch.int64 and torch.equal(classes, random_labels(G, 5000, "class", 3))
+    assert torch.bincount(classes, minlength=10).min() > 400  # uniform: 500 expected per class
+    bits = random_labels(G, 5000, "attributes", 3)
+    assert bits.shape == (5000, 10) and abs(float(bits.mean()) - 0.5) < 0.02
+    from ganforge.generate import load_generator
+
+    G, _ = load_generator(tmp_path / "classes")
+    got = next(generated_batches(G, 7, 5, label_kind="class", quantized=False))
+    want = sample(G, 7, seed=5 * 1_000_003, labels=random_labels(G, 7, "class", 5 * 1_000_003))
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_standing_stats_of_attribute_models_see_multi_hot_labels():
+    """An attribute-conditional G is recalibrated on attribute rows like its training labels (several bits on at
+    once), not on one-hot class rows."""
+
+    class Recorder(nn.Module):
+        z_dim, num_labels = 4, 3
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn, self.seen = nn.BatchNorm1d(4), []
+
+        def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            self.seen.append(labels)
+            return self.bn(z)
+
+    G = Recorder()
+    assert standing.apply_standing_stats(G, batches=4, batch_size=64, label_kind="attributes")
+    rows = torch.cat(G.seen)
+    assert rows.shape == (256, 3) and (rows.sum(1) >= 2).any() and (rows.sum(1) == 0).any()
+    G = Recorder()
+    standing.apply_standing_stats(G, batches=2, batch_size=64, label_kind="class")
+    assert all(lb.dtype == torch.int64 and lb.dim() == 1 for lb in G.seen)

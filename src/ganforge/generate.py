@@ -19,7 +19,7 @@ from ganforge.fileio import atomic_write_file
 from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_uint8
 from ganforge.latent.project import Projection, ProjectionCancelled, project  # noqa: F401  (re-exported: generate.project)
 from ganforge.models import build_generator
-from ganforge.models.sampling import require_styles, sample, seed_latents
+from ganforge.models.sampling import require_styles, run_label_kind, sample, seed_latents
 from ganforge.models.standing import prepare_loaded
 from ganforge.runs import bundle
 from ganforge.runs import checkpoint as ckpt
@@ -56,7 +56,9 @@ def generator_of(
     prefix = found.generator_prefix(ema)
     ckpt.load_module(prefix, G, found.tensors, f" {found.path.name} ({found.describe()})")
     G.sampled_from = prefix  # "G_ema" or "G", for the evaluation protocol
-    G.standing_stats = prepare_loaded(G, prefix, found.meta, standing_stats)  # on the CPU: the same on any device
+    # on the CPU: the same statistics on any device
+    G.standing_stats = prepare_loaded(G, prefix, found.meta, standing_stats, found.tensors,
+                                       label_kind=run_label_kind(cfg))
     return G.to(resolve_device(device)).eval()
 
 

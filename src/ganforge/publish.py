@@ -20,6 +20,7 @@ from ganforge.config import dump
 from ganforge.errors import UserError
 from ganforge.generate import generator_of, make_labels, sample
 from ganforge.images import make_grid, png_bytes
+from ganforge.models import standing
 from ganforge.runs import bundle
 from ganforge.runs.checkpoint import Checkpoint
 from ganforge.runs.rundir import RunDir
@@ -56,6 +57,8 @@ def publish(
     info = {"format": bundle.FORMAT, "library": "ganforge", "ganforge_version": __version__, "step": found.step,
             "images_seen": found.meta.get("images_seen"), "train_seconds": found.meta.get("train_seconds"),
             "generator": prefix, "tensors": sorted({k.split(".")[0] for k in tensors}), "config": cfg}
+    if found.meta.get(standing.META_KEY):  # G_ema's stored standing statistics travel as they are (never redone)
+        info[standing.META_KEY] = found.meta[standing.META_KEY]
     grid = png_bytes(make_grid(_grid_images(G, cfg), _grid_columns(cfg)))
     evals = _evaluations(run, found.step)
     files: dict[str, Any] = {

@@ -36,6 +36,7 @@ from ganforge.metrics.kid import kernel_inception_distance
 from ganforge.metrics.ppl import perceptual_path_length
 from ganforge.metrics.precision_recall import precision_recall
 from ganforge.metrics.protocol import Protocol, n_warnings
+from ganforge.models.sampling import run_label_kind
 
 ALL_METRICS = ("fid", "kid", "is", "pr", "fid_inf", "ppl")
 STATS_FORMAT = 3  # 2: mean and covariance stored next to the features; 3: keyed by the resize mode too
@@ -148,18 +149,20 @@ def _gaussian(feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def generated_batches(
     G: torch.nn.Module, n: int, seed: int, batch_size: int = 250, *, quantized: bool = True,
-    truncation_psi: float = 1.0, save_dir: Path | None = None,
+    truncation_psi: float = 1.0, save_dir: Path | None = None, label_kind: str | None = None,
 ) -> Iterator[torch.Tensor]:
     """n images of G in blocks, rounded to 8 bits unless `quantized` is false; with `save_dir`, each block is also
-    written there as PNGs (000000.png, ...): exactly the images that are scored."""
+    written there as PNGs (000000.png, ...): exactly the images that are scored. A conditional G gets seeded
+    random labels of `label_kind` (models/sampling.random_labels)."""
     from ganforge.models.inference import inference_copy
-    from ganforge.models.sampling import sample
+    from ganforge.models.sampling import random_labels, sample
 
     G = inference_copy(G)  # BN folded into the convs, channels-last: the same images, faster
     for i in range(0, n, batch_size):
         # seeds per block keep the images the same whatever the block size
         with torch.inference_mode():  # no autograd bookkeeping; only features are taken from these
-            x = sample(G, min(batch_size, n - i), seed=seed * 1_000_003 + i // batch_size, truncation_psi=truncation_psi)
+            block, m = seed * 1_000_003 + i // batch_size, min(batch_size, n - i)
+            x = sample(G, m, seed=block, labels=random_labels(G, m, label_kind, block), truncation_psi=truncation_psi)
         if quantized:
             x = quantize(x)
         if save_dir is not None:
@@ -217,7 +220,7 @@ def evaluate_generator(
     result: dict[str, float] = {}
     if set(names) - {"ppl"} or save_dir is not None:
         batches = generated_batches(G, n, seed + 1, quantized=quantized, truncation_psi=truncation_psi,
-                                    save_dir=save_dir)
+                                    save_dir=save_dir, label_kind=run_label_kind(cfg))
         fake = extract(net, batches, device=device, progress=progress, total=n)
         result = compute_metrics(real, fake, [m for m in names if m != "ppl"])
     if "ppl" in names:

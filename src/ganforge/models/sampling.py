@@ -26,6 +26,24 @@ def require_styles(G: torch.nn.Module, what: str) -> None:
                         f"this run's generator is {type(G).__name__}")
 
 
+def run_label_kind(cfg: dict) -> str | None:
+    """"class" or "attributes" for a conditional run's config, else None."""
+    m = cfg["model"]
+    return m.get("label_kind") if m.get("conditional") else None
+
+
+def random_labels(G: torch.nn.Module, n: int, kind: str | None, seed: int) -> torch.Tensor | None:
+    """Seeded labels for scoring a conditional generator (None for an unconditional one): classes drawn uniformly,
+    attributes as independent fair bits. Evaluation and standing statistics use this one rule."""
+    num = int(getattr(G, "num_labels", 0) or 0)
+    if not num:
+        return None
+    gen = seeded_generator(seed, 1)  # stream 1: the latents of the same seed use stream 0
+    if kind == "attributes":
+        return (torch.rand(n, num, generator=gen) < 0.5).float()
+    return torch.randint(0, num, (n,), generator=gen)
+
+
 @torch.no_grad()
 def sample(
     G: torch.nn.Module, n: int, *, seed: int = 0, batch_size: int = 256, labels: torch.Tensor | None = None,

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from ganforge.data.pipeline import seeded_generator
+from ganforge.errors import warn
+from ganforge.models.sampling import random_labels
 
 BATCHES = 16  # forward passes averaged (cumulative moving average: every batch weighs the same)
 BATCH_SIZE = 64
@@ -30,10 +32,13 @@ def settings() -> dict[str, int]:
 
 
 @torch.no_grad()
-def apply_standing_stats(G: nn.Module, batches: int = BATCHES, batch_size: int = BATCH_SIZE, seed: int = SEED) -> bool:
+def apply_standing_stats(
+    G: nn.Module, batches: int = BATCHES, batch_size: int = BATCH_SIZE, seed: int = SEED, label_kind: str | None = None
+) -> bool:
     """Reset G's BatchNorm running statistics and re-estimate them as the plain average over `batches` seeded
     batches of G's own train-mode forward passes. G is changed in place and left in eval mode; its weights are not
-    touched. Conditional generators get uniformly drawn labels. Returns False (and does nothing) without BatchNorm."""
+    touched. Conditional generators get labels as evaluation draws them (models/sampling.random_labels: uniform
+    classes, or fair attribute bits for `label_kind` "attributes"). Returns False (and does nothing) without BatchNorm."""
     bns = batchnorms(G)
     if not bns:
         return False
@@ -43,13 +48,12 @@ def apply_standing_stats(G: nn.Module, batches: int = BATCHES, batch_size: int =
         bn.momentum = None  # cumulative average over the passes
     device = next(G.parameters()).device
     gen = seeded_generator(seed, 0)
-    n_labels = int(getattr(G, "num_labels", 0) or 0)
     G.train()
     try:
-        for _ in range(batches):
+        for i in range(batches):
             z = torch.randn(batch_size, G.z_dim, generator=gen).to(device)
-            labels = torch.randint(0, n_labels, (batch_size,), generator=gen).to(device) if n_labels else None
-            G(z, labels) if labels is not None else G(z)
+            labels = random_labels(G, batch_size, label_kind, seed + i)
+            G(z, labels.to(device)) if labels is not None else G(z)
     finally:
         for bn, m in zip(bns, momenta, strict=True):
             bn.momentum = m
@@ -57,12 +61,27 @@ def apply_standing_stats(G: nn.Module, batches: int = BATCHES, batch_size: int =
     return True
 
 
-def prepare_loaded(G: nn.Module, prefix: str, meta: dict, enabled: bool = True) -> bool | None:
-    """After loading generator `prefix` of a checkpoint with metadata `meta`: give G_ema standing statistics (unless
-    the checkpoint already stores them, or `enabled` is false). Returns what the protocol records: None when it does
-    not apply (G, or no BatchNorm), else whether G's statistics are standing ones."""
+def prepare_loaded(
+    G: nn.Module, prefix: str, meta: dict, enabled: bool = True, tensors: dict[str, torch.Tensor] | None = None,
+    label_kind: str | None = None,
+) -> bool | None:
+    """After loading generator `prefix` of a checkpoint with metadata `meta` (and `tensors`): give G_ema standing
+    statistics (unless the checkpoint already stores them), or with `enabled` false the statistics copied from G, as
+    EMA keeps them (taken from the checkpoint's G tensors when it stored standing ones). Returns what the protocol
+    records: None when it does not apply (G, or no BatchNorm), else whether G's statistics are standing ones."""
     if prefix != "G_ema" or not batchnorms(G):
         return None
-    if meta.get(META_KEY):
-        return True  # stored with the checkpoint (training computed them); with `enabled` false too: never mislabelled
-    return apply_standing_stats(G) if enabled else False
+    if enabled:
+        return True if meta.get(META_KEY) else apply_standing_stats(G, label_kind=label_kind)
+    if not meta.get(META_KEY):
+        return False
+    names = {n for n, m in G.named_modules() if m in batchnorms(G)}
+    stats = {k[2:]: v for k, v in (tensors or {}).items()
+             if k.startswith("G.") and k[2:].rpartition(".")[0] in names
+             and k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")}
+    if not stats:  # e.g. a bundle published with --g-ema-only: the copied statistics are not there
+        warn("this checkpoint stores G_ema with standing statistics and no G to take the copied ones from; "
+             "using the stored standing statistics")
+        return True
+    G.load_state_dict(stats, strict=False)
+    return False

@@ -61,8 +61,10 @@ def diagnose(
 ) -> dict[str, Any]:
     """Diagnostics of `n` samples of G against the reference features `real` (features, maybe logits)."""
     from ganforge.metrics.evaluate import generated_batches
+    from ganforge.models.sampling import run_label_kind
 
-    fake = extract(net, generated_batches(G, n, seed + 7), device=device, progress=progress, total=n)
+    batches = generated_batches(G, n, seed + 7, label_kind=run_label_kind(cfg))
+    fake = extract(net, batches, device=device, progress=progress, total=n)
     rng = np.random.default_rng(seed)
     m = min(n, len(real["features"]))
     idx = np.sort(rng.choice(len(real["features"]), m, replace=False))

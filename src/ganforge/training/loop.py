@@ -27,6 +27,7 @@ from ganforge.config import train_view
 from ganforge.errors import DistributedFailure, TrainingDiverged, warn
 from ganforge.images import make_grid, save_png
 from ganforge.models import standing
+from ganforge.models.sampling import run_label_kind
 from ganforge.progress import bar
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.events import Event, Stop
@@ -177,10 +178,14 @@ class Loop:
         if self._standing is None or self._standing[0] != self.c.step:
             G, t0 = None, time.perf_counter()
             if self.b.has_ema and standing.batchnorms(self.b.sampler):
-                import copy
+                from ganforge.models import build_generator
 
-                G = copy.deepcopy(self.b.sampler)
-                standing.apply_standing_stats(G)
+                # a plain copy on the CPU (no SyncBatchNorm: rank 0 alone runs this; no channels-last), so the
+                # statistics are the ones load_generator computes from the same weights, on any device
+                G = build_generator(self.cfg)
+                ckpt.load_module("G_ema", G, ckpt.module_tensors("G_ema", self.b.sampler), " (G_ema)")
+                standing.apply_standing_stats(G, label_kind=run_label_kind(self.cfg))
+                G = G.to(next(self.b.sampler.parameters()).device)
             self._standing = (self.c.step, G)
             self._untimed += time.perf_counter() - t0
         return self._standing[1]
