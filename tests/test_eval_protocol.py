@@ -302,6 +302,7 @@ def test_ppl_in_w_needs_a_style_model(run):
     rec = evaluate_run(run, metrics="ppl,fid_inf", n=40, network="test-tiny-conv", progress=False, log=False,
                        ref=str(png_folder(run.parent / "ppl-ref", 20, res=32)))
     assert rec["ppl"] > 0 and np.isfinite(rec["fid_inf"])
+    assert rec["ppl_protocol"] == {"distance": "test-tiny-conv", "space": "z", "sampling": "end", "eps": 1e-4}
 
 
 def test_conditional_runs_are_evaluated_with_seeded_random_labels(tmp_path, one_torch_thread):

@@ -165,3 +165,17 @@ def test_publish_refuses_and_leaves_nothing_half_written(runs, bundle, tmp_path,
     RunDir.create(empty, ganforge.config.load_config("fashion_mnist_dcgan")).close()
     with pytest.raises(UserError, match="no intact checkpoint"):
         publish(empty, tmp_path / "x")
+
+
+def test_evaluating_a_bundle_scores_its_step_and_leaves_it_intact(bundle, tmp_path):
+    from conftest import png_folder, register_pixel_net
+
+    from ganforge.evaluation import evaluate_run
+
+    register_pixel_net()
+    copy = shutil.copytree(bundle, tmp_path / "b")
+    rec = evaluate_run(copy, metrics="fid", n=40, network="test-pixels", ref=str(png_folder(tmp_path / "ref", 40)),
+                       progress=False)
+    assert rec["step"] == json.loads((copy / "config.json").read_text())["step"] and np.isfinite(rec["fid"])
+    assert not (copy / "eval.jsonl").exists()
+    verify(copy)  # every file still matches its manifest hash

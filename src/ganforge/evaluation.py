@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ganforge.generate import load_generator
+from ganforge.generate import find_checkpoint, generator_of
 from ganforge.metrics.evaluate import check_samples_dir, default_network, evaluate_generator
+from ganforge.runs import bundle
 from ganforge.runs.rundir import RunDir
 
 
@@ -21,26 +22,26 @@ def evaluate_run(
     save_samples: str | Path | None = None, **ppl: Any,
 ) -> dict[str, Any]:
     """Metrics of `n` generated images of a run's newest checkpoint, with their protocol; appended to
-    RUN_DIR/eval.jsonl. `ppl` passes lpips_weights, ppl_space and ppl_sampling through.
+    RUN_DIR/eval.jsonl (not for a published bundle: it is read-only, its files are hashed). `ppl` passes
+    lpips_weights, ppl_space and ppl_sampling through.
 
     The reference is the whole source by default (`n_ref=None`: the "full" protocol of StyleGAN's
     fid50k_full), computed once and cached, so later evaluations only embed the generated images.
     """
     check_samples_dir(save_samples)  # before loading anything
-    G, cfg = load_generator(run_dir, ema=ema, device=device, standing_stats=standing_stats)
+    found, cfg = find_checkpoint(run_dir)  # read once: the step recorded is the checkpoint's that was scored
+    G = generator_of(found, cfg, ema=ema, device=device, standing_stats=standing_stats)
     if announce:
         ref_name = ref or cfg["data"]["source"]
         print(f"evaluating {n:,} samples against {ref_name} ({network or default_network(cfg['data']['source'])} "
               "features)")
-    run = RunDir(Path(run_dir), tensorboard=False)
-    latest = run.latest_checkpoint_path()
     used_ema = getattr(G, "sampled_from", "G") == "G_ema"
     rec = evaluate_generator(G, cfg, metrics=metrics, n=n, network=network, ref=ref, device=device, seed=seed,
                              inception_weights=inception_weights, progress=progress, n_ref=n_ref, resize=resize,
                              quantized=quantized, truncation_psi=truncation_psi, ema=used_ema,
                              standing_stats=getattr(G, "standing_stats", None), save_samples=save_samples,
                              **ppl)
-    record = {"time": rec.pop("time"), "step": int(latest.stem.split("-")[1]) if latest else None, **rec, "ema": used_ema}
-    if log:
-        run.log_eval(record)
+    record = {"time": rec.pop("time"), "step": found.step, **rec, "ema": used_ema}
+    if log and not bundle.is_bundle(run_dir):
+        RunDir(Path(run_dir), tensorboard=False).log_eval(record)
     return record

@@ -33,6 +33,7 @@ from ganforge.metrics.fid import fid_from_features, frechet_distance, gaussian_s
 from ganforge.metrics.fid_inf import fid_infinity
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kernel_inception_distance
+from ganforge.metrics.ppl import EPS as PPL_EPS
 from ganforge.metrics.ppl import perceptual_path_length
 from ganforge.metrics.precision_recall import precision_recall
 from ganforge.metrics.protocol import Protocol, n_warnings
@@ -223,14 +224,19 @@ def evaluate_generator(
                                     save_dir=save_dir, label_kind=run_label_kind(cfg))
         fake = extract(net, batches, device=device, progress=progress, total=n)
         result = compute_metrics(real, fake, [m for m in names if m != "ppl"])
+    ppl_protocol = {}
     if "ppl" in names:
-        result["ppl"] = _ppl(G, net, n, space=ppl_space, sampling=ppl_sampling, seed=seed, device=device,
+        space = ppl_space or ("w" if hasattr(G, "mapping") and hasattr(G, "synthesis") else "z")
+        result["ppl"] = _ppl(G, net, n, space=space, sampling=ppl_sampling, seed=seed, device=device,
                              lpips_weights=lpips_weights)
+        # PPL values are only comparable with the same distance, space, sampling and eps: they travel with it
+        ppl_protocol = {"ppl_protocol": {"distance": "lpips-vgg16" if lpips_weights else net.name, "space": space,
+                                         "sampling": ppl_sampling, "eps": PPL_EPS}}
     protocol = Protocol(net.name, weights_id(net), n, int(len(real["features"])), _spec_name(ref), net.resize,
                         quantized, seed, truncation_psi, ema, standing_stats)
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "network": net.name, "n": n,
             "n_ref": int(len(real["features"])), "ref": ref, "ref_cached": cached,
-            "seconds": round(time.perf_counter() - t0, 2), **result, "protocol": protocol.as_dict(),
+            "seconds": round(time.perf_counter() - t0, 2), **result, "protocol": protocol.as_dict(), **ppl_protocol,
             "warnings": n_warnings([protocol])}
 
 

@@ -24,13 +24,19 @@ def fid_infinity(
     min_fraction: float = 0.2, seed: int = 0,
 ) -> tuple[float, float]:
     """(FID∞, slope k) from the reference Gaussian and all generated features: FID at `points` subset sizes evenly
-    spaced from `min_fraction` of the images to all of them (the paper: 5k..50k of 50k), linear fit in 1/n."""
+    spaced from `min_fraction` of the images to all of them, nested subsets of one seeded permutation, linear fit
+    in 1/n. The paper uses 5k..50k of 50k (a fraction 0.1) with fresh draws per size; the default 0.2 keeps the
+    smallest subset of the default n = 10,000 (2,000) near Inception's 2,048 dimensions, below which covariances
+    are singular and bend the fit (a warning says so)."""
     f = as_features(fake_features, "FID∞ features")
     n_all = len(f)
     lo = max(int(n_all * min_fraction), 2)
     if n_all < 4 or points < 2:
         raise UserError(f"FID∞ needs at least 4 generated images and 2 subset sizes, got {n_all} and {points}")
     sizes = np.unique(np.linspace(lo, n_all, points).astype(int))
+    if lo < f.shape[1]:
+        warnings.warn(f"FID∞: the smallest subsets ({lo} images) have fewer images than the {f.shape[1]} feature "
+                      "dimensions; their singular covariances bend the fit: use more images", stacklevel=2)
     order = np.random.default_rng(seed).permutation(n_all)
     with warnings.catch_warnings():  # small subsets are the point here; the result's protocol warns about small n
         warnings.simplefilter("ignore", UserWarning)
