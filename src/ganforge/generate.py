@@ -17,13 +17,24 @@ from ganforge.device import resolve_device
 from ganforge.errors import UserError
 from ganforge.fileio import atomic_write_file
 from ganforge.images import check_new_file, save_grid, save_images, to_pil, to_uint8
-from ganforge.latent.project import Projection, ProjectionCancelled, project  # noqa: F401  (re-exported: generate.project)
 from ganforge.models import build_generator
 from ganforge.models.sampling import require_styles, run_label_kind, sample, seed_latents
 from ganforge.models.standing import prepare_loaded
 from ganforge.runs import bundle
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.rundir import RunDir
+
+# generate.project (and its types) re-exported on first use: projection pulls in feature networks, which
+# `ganforge sample` never needs
+_PROJECTION = ("project", "Projection", "ProjectionCancelled")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PROJECTION:
+        import importlib
+
+        return getattr(importlib.import_module("ganforge.latent.project"), name)
+    raise AttributeError(f"module 'ganforge.generate' has no attribute {name!r}")
 
 
 def find_checkpoint(
