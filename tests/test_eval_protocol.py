@@ -225,8 +225,9 @@ def _lpips_folder(tmp_path):
     torch.manual_seed(0)
     m = LPIPS()
     sd = m.state_dict()
-    trunk = {k: v for k, v in sd.items() if k.startswith("features.")}
-    trunk["classifier.0.weight"] = torch.zeros(2, 2)  # torchvision's file has the classifier too: ignored
+    # torchvision's layout: features.N.* (net.sliceK.N.* in the LPIPS tree), plus a classifier that is ignored
+    trunk = {"features." + k.split(".", 2)[2]: v for k, v in sd.items() if k.startswith("net.")}
+    trunk["classifier.0.weight"] = torch.zeros(2, 2)
     heads = {k: v.abs() for k, v in sd.items() if k.startswith("lin")}
     torch.save(trunk, tmp_path / VGG_FILE)
     torch.save(heads, tmp_path / LIN_FILE)
@@ -240,6 +241,17 @@ def test_lpips_loads_official_layout(tmp_path):
     x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.allclose(m(x, x), torch.zeros(2)) and (m(x, y) > 0).all()
     assert torch.allclose(m(x, y), m(y, x))
+    # the same network from one lpips.LPIPS(net="vgg") state-dict file, and as the projection distance
+    torch.save({k: (v.abs() if k.startswith("lin") else v) for k, v in sd.items()}, tmp_path / "lpips.pth")
+    assert torch.equal(load_lpips(tmp_path / "lpips.pth")(x, y), m(x, y))
+    from ganforge.latent.perceptual import build_network
+
+    proj = build_network("lpips-vgg16", str(folder))
+    assert torch.allclose(proj.distance(proj.features(x), proj.features(y)), m(x, y), atol=1e-6)
+    want = sum(((a / (a.square().sum(1, keepdim=True).sqrt() + 1e-10) - b / (b.square().sum(1, keepdim=True).sqrt()
+                 + 1e-10)).square() * w.view(1, -1, 1, 1)).sum(1).mean((1, 2))
+               for a, b, w in zip(m.taps(x), m.taps(y), m.channel_weights(), strict=True))
+    assert torch.allclose(m(x, y), want, atol=1e-6)  # the LPIPS formula
     (folder / LIN_FILE).unlink()
     with pytest.raises(UserError, match="vgg.pth is missing"):
         load_lpips(folder)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from ganforge.errors import UserError
 from ganforge.metrics.features import FeatureExtractor, build_extractor, prepare
+from ganforge.metrics.lpips import LPIPS, load_lpips, unit
 from ganforge.models.inference import inference_copy
 from ganforge.registry import Registry
 
@@ -45,16 +45,11 @@ class FeatureDistance(nn.Module):
         total = torch.zeros(fx[0].shape[0], device=fx[0].device)
         for i, (a, b) in enumerate(zip(fx, fy, strict=True)):
             a, b = (t if t.dim() == 4 else t[:, :, None, None] for t in (a, b))
-            d = (_unit(a) - _unit(b)).square()
+            d = (unit(a) - unit(b)).square()
             if lin is not None:
                 d = d * lin[i].view(1, -1, 1, 1).to(d)
             total = total + d.sum(dim=1).mean(dim=(1, 2))
         return total
-
-
-def _unit(x: Tensor, eps: float = 1e-10) -> Tensor:
-    """Each position's channel vector scaled to unit length (LPIPS's normalize_tensor)."""
-    return x / (x.square().sum(dim=1, keepdim=True).sqrt() + eps)
 
 
 class ExtractorDistance(FeatureDistance):
@@ -80,115 +75,30 @@ class ExtractorDistance(FeatureDistance):
         return taps
 
 
-# --- LPIPS-VGG16 in the official PerceptualSimilarity layout ----------------------------------------------------
-
-VGG_SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
-VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+# --- LPIPS-VGG16 (metrics/lpips.py: one network and its loaders, shared with PPL) --------------------------------
 
 
-def _vgg16_features() -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    c = 3
-    for v in VGG_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(c, int(v), 3, padding=1), nn.ReLU(inplace=False)]
-            c = int(v)
-    return layers
-
-
-class _Lin(nn.Module):
-    """LPIPS's NetLinLayer: Dropout then a 1x1 convolution to one channel, without bias (`model.1.weight`)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
-
-
-class _Slices(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        layers = _vgg16_features()
-        for k, (lo, hi) in enumerate(VGG_SLICES):
-            s = nn.Sequential()
-            for i in range(lo, hi):
-                s.add_module(str(i), layers[i])
-            setattr(self, f"slice{k + 1}", s)
-
-
-class LPIPSVGG16(FeatureDistance):
-    """LPIPS (Zhang et al. 2018) with the VGG16 backbone; the module tree mirrors `lpips.LPIPS(net="vgg")`, so its
-    state dict (`scaling_layer.shift`, `net.slice1.0.weight`, ..., `lin0.model.1.weight`) loads unchanged."""
+class LPIPSVGG16(LPIPS, FeatureDistance):
+    """LPIPS-VGG16 as a projection distance: its five VGG16 taps and learned channel weights; the module tree is
+    `lpips.LPIPS(net="vgg")`'s, so the official state dict loads unchanged."""
 
     name = "lpips-vgg16"
     max_size = 256  # as the stylegan2-ada projector: larger images are area-downsampled to 256 first
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.scaling_layer = nn.Module()
-        self.scaling_layer.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
-        self.scaling_layer.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
-        self.net = _Slices()
-        for k, c in enumerate(LPIPS_CHANNELS):
-            setattr(self, f"lin{k}", _Lin(c))
-
     def features(self, x: Tensor) -> list[Tensor]:
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
         if x.shape[-1] > self.max_size:
             x = F.adaptive_avg_pool2d(x, (self.max_size, self.max_size))
-        x = (x - self.scaling_layer.shift) / self.scaling_layer.scale
-        out = []
-        for k in range(len(VGG_SLICES)):
-            x = getattr(self.net, f"slice{k + 1}")(x)
-            out.append(x)
-        return out
-
-    def channel_weights(self) -> list[Tensor]:
-        return [getattr(self, f"lin{k}").model[1].weight.view(-1) for k in range(len(VGG_SLICES))]
-
-
-def read_state_dict(path: str | os.PathLike[str], what: str) -> dict[str, Tensor]:
-    """A state dict of tensors from a .pth/.pt (weights-only torch.load) or .safetensors file; one-line errors."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"{what} weights {p} do not exist; pass the path of the weights file")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(p))
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # damaged, truncated, pickled objects: several exception types
-        raise UserError(
-            f"{what} weights {p} are not a readable weights file ({' '.join(str(e).split())[:160]})"
-        ) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise UserError(f"{what} weights {p} do not hold a state dict of tensors")
-    return state
+        return self.taps(x)
 
 
 def load_lpips_vgg16(weights: str | os.PathLike[str] | None) -> LPIPSVGG16:
-    """LPIPS-VGG16 from the user's file: `torch.save(lpips.LPIPS(net="vgg").state_dict(), FILE)` (newer lpips also
-    lists the lin layers under `lins.N`, the same tensors: accepted). No file, no network: the weights are not
-    bundled with ganforge (VGG16's are ImageNet-trained, LPIPS's lin layers BSD-licensed: fetch them yourself)."""
+    """LPIPS-VGG16 from the user's weights (metrics/lpips.load_lpips: one lpips state-dict file, or a folder with
+    torchvision's VGG16 and lpips' heads). No file, no network: the weights are not bundled with ganforge."""
     if weights is None:
         raise UserError("--network lpips-vgg16 needs its weights: --network-weights FILE, a state dict saved from "
-                        "lpips.LPIPS(net='vgg') (pip install lpips)")
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(weights, "LPIPS").items()}
-    state = {k: v for k, v in state.items() if not k.startswith("lins.")}
+                        "lpips.LPIPS(net='vgg') (pip install lpips), or a folder with vgg16-397923af.pth and vgg.pth")
     model = LPIPSVGG16()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = " ".join((lines[1] if len(lines) > 1 else lines[0]).split())[:160] if lines else ""
-        raise UserError(f"LPIPS weights {weights} are not lpips.LPIPS(net='vgg')'s state dict ({detail})") from None
+    model.load_state_dict(load_lpips(weights).state_dict())
     return model
 
 
