@@ -549,7 +549,8 @@ def test_dist_timeout_ends_nproc_cli_when_a_rank_stalls(tmp_path):
     assert timeout - 2 < waited < timeout + 30, waited
     assert proc.returncode == 1, err
     failure = next(x for x in err.splitlines() if "another process of the distributed job failed" in x)
-    assert f"stopped answering during the gradient all-reduce (Timed out waiting {timeout * 1000}ms" in failure
+    # in whichever collective rank 0 was waiting (the gradient all-reduce, a checkpoint's gather, ...)
+    assert re.search(rf"stopped answering during [^(]+\(Timed out waiting {timeout * 1000}ms", failure), failure
     assert "the last good checkpoint is" in failure and _intact_checkpoints(run)
 
 
