@@ -492,24 +492,23 @@ def _intact_checkpoints(run: Path) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_nproc_cli_stops_every_rank_with_a_checkpoint(tmp_path, sig):
     """SIGTERM to the `ganforge train --nproc` process alone (a scheduler's `kill PID`); SIGINT to every process of
-    the job (what Ctrl-C in a terminal does). Either way all ranks stop at one step and that step is checkpointed.
-    Exit 128+signal (130 / 143): the parent cannot see whether every worker saved, torchrun exits non-zero."""
+    its process group (what Ctrl-C in a terminal does; torchrun's agent runs in a group of its own). Either way all ranks stop at one step, that step is checkpointed,
+    and the exit code is 0 as for one process (README: "Ctrl-C or SIGTERM save a checkpoint and exit 0")."""
     run = tmp_path / "r"
     proc = _start_cli(tmp_path, ["fashion_mnist_dcgan", *CLI, *LONG, "--run-dir", str(run)])
     with _workers_of(proc, run) as workers:
         assert sorted(workers) == [0, 1]
-        for p in [proc.pid] if sig == signal.SIGTERM else list(_tree(proc.pid)):
+        for p in [proc.pid] if sig == signal.SIGTERM else [p for p in _tree(proc.pid) if os.getpgid(p) == proc.pid]:
             os.kill(p, sig)
         out, err = proc.communicate(timeout=120)
         assert not [r for r, p in workers.items() if _alive(p)]
-    assert proc.returncode == 128 + sig, err
+    assert proc.returncode == 0 and "Traceback" not in err, err
     log = (run / "train.log").read_text()
     stopped = re.search(rf"stopped by {sig.name} at step (\d+); checkpoint saved", log)
     assert stopped and "ERROR" not in log, log  # the ranks agreed on the step: no one waited on a gone peer
     step = int(stopped[1])
     assert step >= 2 and _intact_checkpoints(run)[-1] == step
     assert f"step {step} (stopped by {sig.name})" in out
-    assert f"stopped by {sig.name}; continue it with `ganforge train --resume RUN_DIR`" in err
 
 
 @needs_proc
