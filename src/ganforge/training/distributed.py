@@ -282,20 +282,21 @@ def launch_local(nproc: int, argv: list[str]) -> int:
 
     SIGINT/SIGTERM sent to this process (Ctrl-C reaches only this one: the agent runs in a session of its
     own) go straight to the workers, which save a checkpoint, stop at the same step and exit 0; the agent
-    then ends normally, so the exit code is 0 exactly when every worker saved, as for one process. A
-    signal to the agent itself would make it kill the workers after 30 s and exit 1 with a traceback. The
-    agent alone gets the signal where its workers cannot be found (no /proc, or still starting) and for
-    SIGHUP (a closed terminal ends the job, as it would without the separate session)."""
+    then ends normally, so the exit code is 0 exactly when every worker saved, as for one process (a
+    signal to the agent makes it re-signal the workers and exit 1 with a traceback, whatever they did).
+    The agent gets the signal where its workers cannot be found (no /proc, or still starting), and gets
+    SIGHUP/SIGQUIT: a closed terminal or the quit key ends the job, as without the separate session."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "ganforge", *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     got: list[int] = []
+    to_agent = [getattr(signal, n) for n in ("SIGHUP", "SIGQUIT") if hasattr(signal, n)]
 
     def forward(signum: int, frame: Any) -> None:
         got.append(signum)
-        workers = [] if signum == getattr(signal, "SIGHUP", None) else _children(proc.pid)
+        workers = [] if signum in to_agent else _children(proc.pid)
         for pid in workers or [proc.pid]:
             try:
                 os.kill(pid, signum)
@@ -303,7 +304,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
                 pass
 
     old = {}
-    for s in (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
+    for s in (signal.SIGINT, signal.SIGTERM, *to_agent):
         try:
             old[s] = signal.signal(s, forward)
         except ValueError:  # not the main thread
