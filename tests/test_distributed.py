@@ -562,7 +562,8 @@ def test_resume_through_nproc_cli_continues_bitwise(tmp_path):
     mixed = [o for o in MIXED if not o.startswith(("train.batch_size", "train.checkpoint_every"))]
     straight = _start_cli(tmp_path, ["fashion_mnist_dcgan", *mixed, *CLI, "train.steps=6", "train.checkpoint_every=3",
                                      "--run-dir", str(a)])
-    assert straight.wait(timeout=240) == 0, straight.communicate()[1]
+    err = straight.communicate(timeout=240)[1]
+    assert straight.returncode == 0, err
     shutil.copytree(a, b)
     for p in (b / "checkpoints").glob("step-00000006.*"):
         p.unlink()
