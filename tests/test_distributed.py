@@ -1,5 +1,6 @@
 """Distributed training on CPU (gloo, 2 processes): identical weights on every rank, the 2-process run equal to
-the 1-process run with the same global batch, bitwise resume, another world size, a dead rank, `--nproc`.
+the 1-process run with the same global batch, bitwise resume, another world size, a dead rank, `--nproc`; and through the real CLI (`ganforge train --nproc 2`,
+torchrun's agent in between): a signal, a killed rank, a stalled rank (`train.dist_timeout`), `--resume --nproc`.
 
 Starting processes is what costs here (each imports torch), so one pair of processes runs several jobs in a row
 over one process group (`_worker`), and the assertions read what they left on disk.
@@ -10,11 +11,16 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +409,177 @@ def test_ranks_draw_disjoint_slices_of_the_global_batch_flips_included():
     assert one.state_dict() == ranks[0].state_dict() == ranks[1].state_dict() == {"epoch": 0, "pos": n}
     flipped = (x[:, 0, 0, 0] > x[:, 0, 0, 1]).tolist()
     assert any(flipped) and not all(flipped)  # the flips are really drawn (and sliced like the images)
+
+
+# --- through the CLI: `ganforge train --nproc 2` as a user runs it (a parent, torchrun's agent, 2 workers) ------
+CLI = QUICK + ["train.batch_size=8", "train.log_every=1"]
+LONG = ["train.steps=100000", "train.checkpoint_every=2"]  # runs until the test stops it
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through Linux /proc")
+
+
+def _start_cli(tmp_path: Path, args: list[str]) -> subprocess.Popen[str]:
+    """`ganforge train <args> --nproc 2 --quiet` in a session of its own (no terminal); a new run trains on 48
+    PNGs under tmp_path/imgs (a resume takes its data source from the run's config)."""
+    if "--resume" not in args:
+        data = tmp_path / "imgs" if (tmp_path / "imgs").is_dir() else png_folder(tmp_path / "imgs", 48)
+        args = [*args, f"data.source={data}"]
+    cmd = [sys.executable, "-m", "ganforge", "train", *args, "--nproc", "2", "--quiet"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _tree(pid: int) -> dict[int, int | None]:
+    """pid -> RANK for `pid` and every process below it (the agent has no RANK, the workers 0 and 1)."""
+    out: dict[int, int | None] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
+            env = Path(f"/proc/{p}/environ").read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        out[p] = next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None) if p != pid else None
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+def _wait_for(cond: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Poll `cond` (a file, a log line) until it holds; fail if the job ended first or `timeout` s passed."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None and not cond():
+            pytest.fail(f"the job ended (exit {proc.returncode}) first: {proc.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+@contextmanager
+def _workers_of(proc: subprocess.Popen[str], run: Path) -> Iterator[dict[int, int]]:
+    """rank -> pid of the two workers, once training wrote its step-2 checkpoint; on the way out (a failing
+    assertion included) every process of the job that is still there is killed, one by one."""
+    tree: dict[int, int | None] = {}
+    try:
+        _wait_for(lambda: (run / "checkpoints" / "step-00000002.json").exists(), proc)
+        tree = _tree(proc.pid)
+        yield {r: p for p, r in tree.items() if r is not None}
+    finally:
+        for p in [*tree, proc.pid]:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+        if proc.returncode is None:
+            proc.communicate(timeout=30)
+
+
+def _intact_checkpoints(run: Path) -> list[int]:
+    """The steps of the run's checkpoints, each read back with its SHA-256 verified; no temporary file left."""
+    found = ckpt.list_checkpoints(run / "checkpoints")
+    for _, path in found:
+        ckpt.read_checkpoint(path)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    return [s for s, _ in found]
+
+
+@needs_proc
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_nproc_cli_stops_every_rank_with_a_checkpoint(tmp_path, sig):
+    """SIGTERM to the `ganforge train --nproc` process alone (a scheduler's `kill PID`); SIGINT to every process of
+    its process group (what Ctrl-C in a terminal does; torchrun's agent runs in a group of its own). Either way all ranks stop at one step, that step is checkpointed,
+    and the exit code is 0 as for one process (README: "Ctrl-C or SIGTERM save a checkpoint and exit 0")."""
+    run = tmp_path / "r"
+    proc = _start_cli(tmp_path, ["fashion_mnist_dcgan", *CLI, *LONG, "--run-dir", str(run)])
+    with _workers_of(proc, run) as workers:
+        assert sorted(workers) == [0, 1]
+        for p in [proc.pid] if sig == signal.SIGTERM else [p for p in _tree(proc.pid) if os.getpgid(p) == proc.pid]:
+            os.kill(p, sig)
+        out, err = proc.communicate(timeout=120)
+        assert not [r for r, p in workers.items() if _alive(p)]
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    log = (run / "train.log").read_text()
+    stopped = re.search(rf"stopped by {sig.name} at step (\d+); checkpoint saved", log)
+    assert stopped and "ERROR" not in log, log  # the ranks agreed on the step: no one waited on a gone peer
+    step = int(stopped[1])
+    assert step >= 2 and _intact_checkpoints(run)[-1] == step
+    assert f"step {step} (stopped by {sig.name})" in out
+
+
+@needs_proc
+@pytest.mark.slow
+def test_a_killed_rank_ends_nproc_cli_with_exit_1_and_intact_checkpoints(tmp_path):
+    run = tmp_path / "r"
+    proc = _start_cli(tmp_path, ["fashion_mnist_dcgan", *CLI, *LONG, "--run-dir", str(run)])
+    with _workers_of(proc, run) as workers:
+        os.kill(workers[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+        assert not _alive(workers[0])  # the other rank ended too
+    assert proc.returncode == 1, err
+    steps = _intact_checkpoints(run)
+    last = run / "checkpoints" / f"step-{steps[-1]:08d}.safetensors"
+    failure = next(x for x in err.splitlines() if "another process of the distributed job failed" in x)
+    assert f"the last good checkpoint is {last}; continue with `ganforge train --resume {run}`" in failure
+    assert "ERROR another process of the distributed job failed" in (run / "train.log").read_text()
+    assert "failed (exit code 1); see the messages above. Checkpoints already written are intact" in err
+
+
+@needs_proc
+@pytest.mark.slow
+def test_dist_timeout_ends_nproc_cli_when_a_rank_stalls(tmp_path):
+    """A rank frozen by SIGSTOP (a hung process): rank 0 gives up after `train.dist_timeout` seconds, not the
+    default 1800, with the dead-rank message and exit 1."""
+    run, timeout = tmp_path / "r", 6
+    proc = _start_cli(tmp_path, ["fashion_mnist_dcgan", *CLI, *LONG, f"train.dist_timeout={timeout}",
+                                 "--run-dir", str(run)])
+    with _workers_of(proc, run) as workers:
+        os.kill(workers[1], signal.SIGSTOP)
+        frozen = time.monotonic()
+        _wait_for(lambda: "ERROR another process" in (run / "train.log").read_text(), proc, timeout=timeout + 60)
+        waited = time.monotonic() - frozen
+        os.kill(workers[1], signal.SIGCONT)  # let it end now rather than at the agent's 30 s SIGKILL
+        _, err = proc.communicate(timeout=120)
+    # rank 0 may have been waiting on rank 1 for part of a step before the freeze
+    assert timeout - 2 < waited < timeout + 30, waited
+    assert proc.returncode == 1, err
+    failure = next(x for x in err.splitlines() if "another process of the distributed job failed" in x)
+    # in whichever collective rank 0 was waiting (the gradient all-reduce, a checkpoint's gather, ...)
+    assert re.search(rf"stopped answering during [^(]+\(Timed out waiting {timeout * 1000}ms", failure), failure
+    assert "the last good checkpoint is" in failure and _intact_checkpoints(run)
+
+
+@pytest.mark.slow
+def test_resume_through_nproc_cli_continues_bitwise(tmp_path):
+    """`ganforge train --resume RUN --nproc 2` from step 3 of a 6-step 2-process run ends with the same bytes
+    as the straight run (BatchNorm, dropout, GP, DiffAugment and flips: per-rank streams restored), and its
+    step counters, images seen and logged losses continue where the checkpoint left them."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    mixed = [o for o in MIXED if not o.startswith(("train.batch_size", "train.checkpoint_every"))]
+    straight = _start_cli(tmp_path, ["fashion_mnist_dcgan", *mixed, *CLI, "train.steps=6", "train.checkpoint_every=3",
+                                     "--run-dir", str(a)])
+    err = straight.communicate(timeout=240)[1]
+    assert straight.returncode == 0, err
+    shutil.copytree(a, b)
+    for p in (b / "checkpoints").glob("step-00000006.*"):
+        p.unlink()
+    resumed = _start_cli(tmp_path, ["--resume", str(b)])
+    out, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err
+    ta, tb = _tensors(a, 6), _tensors(b, 6)
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    ma, mb = _meta(a, 6), _meta(b, 6)
+    assert mb["world_size"] == 2 and ma["ranks"] == mb["ranks"] and ma["data"] == mb["data"]
+    assert mb["images_seen"] == 48 and ma["losses"] == mb["losses"]
+
+    def logged(run: Path) -> list[tuple[Any, ...]]:
+        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["images_seen"], r["loss_d"], r["loss_g"]) for r in recs]
+
+    assert logged(b) == logged(a) and [r[0] for r in logged(b)] == [1, 2, 3, 4, 5, 6]
+    assert "resumed from step-00000003.safetensors (step 3) to train.steps=6 on 2 processes" in (b / "train.log").read_text()
+    assert "step 6" in out

@@ -33,6 +33,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -264,27 +265,46 @@ def seed_process_rngs(seed: int, rank: int, salt: int = 0) -> None:
 
 
 # --- `ganforge train --nproc N` ---------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid` (Linux /proc; none found elsewhere or once it has ended)."""
+    try:
+        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def launch_local(nproc: int, argv: list[str]) -> int:
     """Run `ganforge <argv>` on `nproc` processes of this machine under torchrun and return its exit code.
 
     Re-executing under `python -m torch.distributed.run --standalone` (rather than spawning workers from
     this process) makes the shortcut exactly the documented torchrun path: one code path to test, and
     torchrun's agent ends the whole job when one worker dies and gives each worker its RANK/LOCAL_RANK.
-    SIGINT/SIGTERM sent to this process are passed on to the agent, which passes them to the workers
-    (they save a checkpoint and stop at the same step)."""
+
+    SIGINT/SIGTERM sent to this process (Ctrl-C reaches only this one: the agent runs in a session of its
+    own) go straight to the workers, which save a checkpoint, stop at the same step and exit 0; the agent
+    then ends normally, so the exit code is 0 exactly when every worker saved, as for one process (a
+    signal to the agent makes it re-signal the workers and exit 1 with a traceback, whatever they did).
+    The agent gets the signal where its workers cannot be found (no /proc, or still starting), and gets
+    SIGHUP/SIGQUIT: a closed terminal or the quit key ends the job, as without the separate session."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "ganforge", *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     got: list[int] = []
+    to_agent = [getattr(signal, n) for n in ("SIGHUP", "SIGQUIT") if hasattr(signal, n)]
 
     def forward(signum: int, frame: Any) -> None:
         got.append(signum)
-        proc.send_signal(signum)
+        workers = [] if signum in to_agent else _children(proc.pid)
+        for pid in workers or [proc.pid]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:  # ended meanwhile
+                pass
 
     old = {}
-    for s in (signal.SIGINT, signal.SIGTERM):
+    for s in (signal.SIGINT, signal.SIGTERM, *to_agent):
         try:
             old[s] = signal.signal(s, forward)
         except ValueError:  # not the main thread
@@ -294,7 +314,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    if got and rc:  # the workers were told to save a checkpoint and stop; torchrun itself exits non-zero
+    if got and rc:  # a worker could not save and stop cleanly (or the agent itself was signalled)
         print(f"ganforge: the {nproc}-process job was stopped by {signal.Signals(got[0]).name}; continue it with "
               "`ganforge train --resume RUN_DIR`", file=sys.stderr)
         return 128 + got[0]
