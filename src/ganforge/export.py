@@ -47,7 +47,7 @@ from torch import nn
 
 from ganforge import __version__
 from ganforge.errors import UserError, warn
-from ganforge.fileio import atomic_write_bytes, fsync_dir
+from ganforge.fileio import atomic_write_bytes, replace_dir
 from ganforge.generate import find_checkpoint, generator_of
 from ganforge.models.sampling import seed_latents
 from ganforge.runs import checkpoint as ckpt
@@ -477,11 +477,4 @@ def _replace_dir(src: Path, dst: Path) -> None:
     new = Path(tempfile.mkdtemp(prefix=f".{dst.name}.new-", dir=dst.parent))
     new.rmdir()
     shutil.move(str(src), str(new))
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(new, dst)
-    fsync_dir(dst.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(new, dst)

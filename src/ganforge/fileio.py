@@ -8,9 +8,10 @@ mixture, even when the process is killed mid-write.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -77,3 +78,36 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def replace_dir(new: Path, dst: Path) -> None:
+    """Put the finished folder `new` at `dst` (same filesystem), replacing a folder there: the old one is moved
+    aside first, put back if the swap fails, and removed only once `dst` is the new one."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+    try:
+        os.replace(new, dst)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dst)
+        raise
+    fsync_dir(dst.parent)
+    if old is not None:
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def jsonl_records(lines: Iterable[str | bytes]) -> list[dict]:
+    """The JSON objects of JSON-lines text; a line cut by a crash (or still being written) is skipped."""
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ganforge.errors import UserError
-from ganforge.fileio import fsync_dir, sha256_file
+from ganforge.fileio import replace_dir, sha256_file
 from ganforge.runs.checkpoint import Checkpoint
 
 FORMAT = "ganforge-bundle/1"
@@ -111,14 +111,7 @@ def write_bundle(out: str | Path, writers: dict[str, Callable[[Path], None]], *,
                 with open(p, "rb+") as f:
                     os.fsync(f.fileno())
         os.chmod(stage, 0o755)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(stage, out)
-        fsync_dir(out.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

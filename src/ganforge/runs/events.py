@@ -14,6 +14,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ganforge.fileio import jsonl_records
+
 EVENTS_FILE = "events.jsonl"
 
 
@@ -60,15 +62,7 @@ def read_events(run_path: Path | str) -> list[dict[str, Any]]:
     path = Path(run_path) / EVENTS_FILE
     if not path.is_file():
         return _legacy_events(Path(run_path) / "train.log")
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and "event" in rec:
-            out.append(rec)
-    return out
+    return [r for r in jsonl_records(path.read_text(encoding="utf-8").splitlines()) if "event" in r]
 
 
 # train.log wording before events.jsonl existed; kept only to read old run folders

@@ -22,7 +22,7 @@ from typing import Any
 
 from ganforge.config import dump, safe_yaml, validate
 from ganforge.errors import UserError, warn
-from ganforge.fileio import atomic_write_bytes
+from ganforge.fileio import atomic_write_bytes, jsonl_records
 from ganforge.runs import checkpoint as ckpt
 from ganforge.runs.events import Event, log_event, read_events
 
@@ -67,17 +67,7 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The objects of a .jsonl file; a line cut by a crash is skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return jsonl_records(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else []
 
 
 class RunDir:

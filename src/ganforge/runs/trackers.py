@@ -23,7 +23,7 @@ from typing import Any
 
 from ganforge.config import Key, extend_schema
 from ganforge.errors import UserError, warn
-from ganforge.fileio import atomic_write_bytes
+from ganforge.fileio import atomic_write_bytes, jsonl_records
 
 extend_schema("log", {
     "mlflow": Key(None, str, "mirror the run to MLflow at this tracking URI: file:./mlruns, a folder, "
@@ -214,15 +214,7 @@ class _Tail:
             chunk = f.read(size - self.offset)
         end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next poll
         self.offset += end
-        out = []
-        for line in chunk[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return jsonl_records(chunk[:end].splitlines())
 
 
 class Mirror:
