@@ -278,3 +278,18 @@ def test_class_coverage_uses_the_classifier_on_both_sides():
     assert [(c["class"], c["real"], c["generated"]) for c in cov] == [("a", 0.5, 0.0), ("b", 0.25, 0.75),
                                                                        ("c", 0.25, 0.25)]
     assert entropy_ratio([1 / 3] * 3) == pytest.approx(1.0) and entropy_ratio([1.0, 0.0, 0.0]) == 0.0
+
+
+def test_no_ranking_across_evaluation_protocols():
+    """FIDs measured with another resize, quantisation, truncation, EMA or standing statistics are not ranked
+    against each other; the same protocol at another seed or n is."""
+    from ganforge.metrics.protocol import Protocol
+    from ganforge.report.findings import ranking
+
+    base = Protocol(NET, "w" * 16, 10000, 60000, "fashion-mnist:train", "legacy", True, 0, 1.0, True, True)
+    a, b = _facts("a", 10.0), _facts("b", 12.0, name="b")
+    a.metrics["protocol"] = base.as_dict()
+    b.metrics["protocol"] = {**base.as_dict(), "seed": 3, "n": 5000}
+    assert ranking([a, b])[0].startswith("Best at this budget: **a**")
+    b.metrics["protocol"] = {**base.as_dict(), "quantized": False}
+    assert "different protocols" in ranking([a, b])[0]

@@ -20,6 +20,7 @@ from ganforge.config import dump
 from ganforge.errors import UserError
 from ganforge.generate import generator_of, make_labels, sample
 from ganforge.images import make_grid, png_bytes
+from ganforge.metrics.protocol import protocol_of
 from ganforge.models import standing
 from ganforge.runs import bundle
 from ganforge.runs.checkpoint import Checkpoint
@@ -104,16 +105,23 @@ def _grid_columns(cfg: dict[str, Any]) -> int | None:
 
 
 def _evaluations(run: RunDir, step: int) -> list[dict[str, Any]]:
-    """The newest evaluation of each protocol (network, sample count, reference) made at or before `step`."""
-    latest: dict[tuple, dict[str, Any]] = {}
+    """The newest evaluation of each protocol (all of it: network, counts, reference, resize, quantisation,
+    truncation, EMA, standing statistics) made at or before `step`; records without a protocol by network, counts
+    and reference."""
+    latest: dict[Any, dict[str, Any]] = {}
     for r in run.read_eval():
         if r.get("step") is not None and r["step"] > step:
             continue
-        latest[(r.get("network"), r.get("n"), r.get("ref"), r.get("n_ref"))] = r
+        p = protocol_of(r)
+        key = (p.comparable_key(), p.n, p.n_ref) if p else (r.get("network"), r.get("n"), r.get("ref"), r.get("n_ref"))
+        latest[key] = r
     return list(latest.values())
 
 
 def _protocol(r: dict[str, Any]) -> str:
+    p = protocol_of(r)
+    if p is not None:
+        return f"{p.describe()}, step {r.get('step')}"
     return (f"{r.get('n')} generated vs {r.get('n_ref')} real images of {r.get('ref')}, {r.get('network')} "
             f"features, step {r.get('step')}")
 

@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from ganforge.metrics.protocol import protocol_of
 from ganforge.report.diagnostics import entropy_ratio
 from ganforge.report.facts import RunFacts, group_key
 from ganforge.runs.events import Stop
@@ -121,6 +122,10 @@ def ranking(facts: list[RunFacts]) -> list[str]:
     if len(nets) > 1:
         return [f"The runs were measured with different feature networks ({', '.join(nets)}), whose FIDs are on "
                 "different scales: no ranking is made. Pass one --network for all runs."]
+    protocols = {p.comparable_key() for p in (protocol_of(f.metrics or {}) for f in measured) if p}  # old: none
+    if len(protocols) > 1:
+        return ["The runs' FIDs were measured under different protocols (resize, quantisation, truncation, EMA or "
+                "standing statistics differ; see the tables): no ranking is made. Evaluate all runs the same way."]
     gs = sorted((g for g in groups(measured)), key=lambda g: g.mean("fid"))  # type: ignore[arg-type, return-value]
     out = []
     if len(gs) == 1:
