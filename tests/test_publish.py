@@ -179,3 +179,10 @@ def test_evaluating_a_bundle_scores_its_step_and_leaves_it_intact(bundle, tmp_pa
     assert rec["step"] == json.loads((copy / "config.json").read_text())["step"] and np.isfinite(rec["fid"])
     assert not (copy / "eval.jsonl").exists()
     verify(copy)  # every file still matches its manifest hash
+
+
+def test_bundle_names_its_run_without_local_paths(bundle, runs):
+    from ganforge.tf import read_metadata
+
+    meta = read_metadata(bundle / publish_mod.ONNX)
+    assert meta["source_run"] == Path(runs["dcgan"]).name  # not the publisher's absolute path

@@ -325,8 +325,9 @@ def check_targets(fmt: str, paths: dict[str, Path], overwrite: bool) -> None:
 
 
 def metadata(G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str, run_dir: Path,
-             ema: bool) -> dict[str, Any]:
-    """What a reader of the artefact needs to know, JSON-ready."""
+             ema: bool, source_run: str | None = None) -> dict[str, Any]:
+    """What a reader of the artefact needs to know, JSON-ready (`source_run`: how to name the run, default its
+    absolute path)."""
     m, d = cfg["model"], cfg["data"]
     layout = "NCHW" if fmt == "onnx" else "NHWC"
     shape = [None, d["channels"], d["resolution"], d["resolution"]]
@@ -349,7 +350,7 @@ def metadata(G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str
         "resolution": int(d["resolution"]), "channels": int(d["channels"]), "labels": labels, "inputs": inputs,
         "output": {"name": "image", "shape": shape, "layout": layout, "value_range": [-1.0, 1.0], "dtype": "float32",
                    "to_uint8": "round((image + 1) * 127.5)"},
-        "source_run": str(Path(run_dir).resolve()), "checkpoint": found.path.name, "step": found.meta.get("step"),
+        "source_run": source_run or str(Path(run_dir).resolve()), "checkpoint": found.path.name, "step": found.meta.get("step"),
         "generator": found.generator_prefix(ema), "ganforge_version": __version__,
         "seed_latents": {"seeds": list(range(NUM_SEEDS)), "z": z.tolist(),
                          "note": "z[s] is the latent `ganforge sample --seed s --n 1` uses (torch.randn with "
@@ -390,9 +391,10 @@ def export(
 
 def export_generator(
     G: nn.Module, cfg: dict[str, Any], found: ckpt.Checkpoint, fmt: str, out: str | Path, *, run_dir: str | Path,
-    ema: bool = True, overwrite: bool = False, directions: list[str | Path] | None = None,
+    ema: bool = True, overwrite: bool = False, directions: list[str | Path] | None = None, source_run: str | None = None,
 ) -> dict[str, Any]:
-    """`export` of a generator already loaded from checkpoint `found` (of `run_dir`), e.g. by `ganforge publish`."""
+    """`export` of a generator already loaded from checkpoint `found` (of `run_dir`), e.g. by `ganforge publish`
+    (which names the run by its folder name, not a local path)."""
     out = Path(out)
     if hasattr(G, "stage") and G.stage != (G.levels - 1, 1.0):
         level, alpha = G.stage
@@ -401,7 +403,7 @@ def export_generator(
                         f"{G.resolution} with alpha 1")
     paths = artefact_paths(fmt, out, is_style(G))
     check_targets(fmt, paths, overwrite)
-    meta = metadata(G, cfg, found, fmt, Path(run_dir), ema)
+    meta = metadata(G, cfg, found, fmt, Path(run_dir), ema, source_run)
     if directions:
         from ganforge.latent.directions import Directions
 

@@ -89,7 +89,7 @@ def _onnx_available() -> str | None:
 def _write_onnx(G: torch.nn.Module, cfg: dict[str, Any], found: Checkpoint, path: Path, run_dir: Path) -> None:
     from ganforge.export import export_generator
 
-    export_generator(G, cfg, found, "onnx", path, run_dir=run_dir)
+    export_generator(G, cfg, found, "onnx", path, run_dir=run_dir, source_run=run_dir.name)  # no local paths
 
 
 def _grid_images(G: torch.nn.Module, cfg: dict[str, Any]) -> torch.Tensor:
