@@ -47,7 +47,7 @@ def run_dir(tmp_path, folder):
     return run.path
 
 
-def test_evaluate_run_logs_and_caches_reference(run_dir, folder):
+def test_evaluate_run_logs_and_caches_reference(run_dir, folder, cache_dir):  # a cache of its own
     r1 = evaluate_run(run_dir, metrics="fid,kid,is,pr", n=40, network="test-pixels", progress=False)
     assert {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall"} <= set(r1)
     G, _ = load_generator(run_dir)

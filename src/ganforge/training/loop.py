@@ -182,9 +182,10 @@ class Loop:
 
                 # a plain copy on the CPU (no SyncBatchNorm: rank 0 alone runs this; no channels-last), so the
                 # statistics are the ones load_generator computes from the same weights, on any device
-                G = build_generator(self.cfg)
-                ckpt.load_module("G_ema", G, ckpt.module_tensors("G_ema", self.b.sampler), " (G_ema)")
-                standing.apply_standing_stats(G, label_kind=run_label_kind(self.cfg))
+                with torch.random.fork_rng(devices=[]):  # building G draws init weights: leave training's RNG be
+                    G = build_generator(self.cfg)
+                    ckpt.load_module("G_ema", G, ckpt.module_tensors("G_ema", self.b.sampler), " (G_ema)")
+                    standing.apply_standing_stats(G, label_kind=run_label_kind(self.cfg))
                 G = G.to(next(self.b.sampler.parameters()).device)
             self._standing = (self.c.step, G)
             self._untimed += time.perf_counter() - t0
