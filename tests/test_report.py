@@ -220,6 +220,12 @@ def test_findings_flag_collapse_dropped_classes_memorization_and_divergence():
     assert "**budget** was" not in text  # train.max_seconds ran out: that is the budget it was given
     few = _facts("few", 30.0, diagnostics={**healthy, "coverage": _cov([0.11] * 9 + [0.005])})
     assert "**few** drops classes: c9 (0.5% of samples vs 10.0% of real images)" in "\n".join(findings([a, few]))
+    # a class at 36% of its real share (the old demo's Sandal) is named, though not dropped
+    thin = _facts("thin", 30.0, diagnostics={**healthy, "coverage": _cov([0.107] * 9 + [0.036])})
+    text = "\n".join(findings([a, thin]))
+    assert ("**thin** under-represents classes (below 50% of their real share): c9 (3.6% of samples vs 10.0% of "
+            "real images)") in text and "No run drops a class" in text and "Every run covers" not in text
+    assert "Every run covers every class" in "\n".join(findings([a]))
 
 
 def test_seed_spread_decides_whether_a_gap_is_real():

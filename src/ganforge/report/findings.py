@@ -21,6 +21,7 @@ COLLAPSE_IS = 0.5  # Inception Score below this fraction of the real images' IS
 COLLAPSE_ENTROPY = 0.6  # class-distribution entropy below this fraction of the real one
 MEMORIZATION = 0.5  # median sample-to-nearest-training distance below this fraction of the train-to-train one
 DROPPED = 0.1  # a class is dropped when its generated share is below this fraction of its real share
+UNDER = 0.5  # ... and under-represented below this fraction (the demo once gave Sandal 36% of its share, unnamed)
 SMALL_N = 10_000
 
 # (key, column title, better is lower, display scale, decimals)
@@ -185,9 +186,15 @@ def collapse_signs(f: RunFacts) -> list[str]:
     return why
 
 
-def dropped_classes(f: RunFacts) -> list[dict[str, Any]]:
+def dropped_classes(f: RunFacts, below: float = DROPPED) -> list[dict[str, Any]]:
+    """Classes whose share of the samples is under `below` times their share of the real images."""
     cov = (f.diagnostics or {}).get("coverage") or []
-    return [c for c in cov if c["real"] > 0 and c["generated"] < DROPPED * c["real"]]
+    return [c for c in cov if c["real"] > 0 and c["generated"] < below * c["real"]]
+
+
+def _shares(classes: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{c['class']} ({c['generated']:.1%} of samples vs {c['real']:.1%} of real images)"
+                     for c in classes)
 
 
 def memorization_ratio(f: RunFacts) -> float | None:
@@ -244,9 +251,14 @@ def findings(facts: list[RunFacts], budget: str | None = None) -> list[str]:
             out.append(f"**{f.label}** drops {len(drop)} of {len(cov)} classes (below {DROPPED:.0%} of their real "
                        f"share); only {', '.join(kept) or 'none'} remain.")
         elif drop:
-            parts = [f"{c['class']} ({c['generated']:.1%} of samples vs {c['real']:.1%} of real images)" for c in drop]
-            out.append(f"**{f.label}** drops classes: {', '.join(parts)}.")
-    if with_cov and not any(dropped_classes(f) for f in with_cov):
+            out.append(f"**{f.label}** drops classes: {_shares(drop)}.")
+        under = [c for c in dropped_classes(f, UNDER) if c not in drop]
+        if under:
+            out.append(f"**{f.label}** under-represents classes (below {UNDER:.0%} of their real share): "
+                       f"{_shares(under)}.")
+    if with_cov and not any(dropped_classes(f, UNDER) for f in with_cov):
+        out.append(f"Every run covers every class (each gets at least {UNDER:.0%} of its real share of samples).")
+    elif with_cov and not any(dropped_classes(f) for f in with_cov):
         out.append(f"No run drops a class (every class gets at least {DROPPED:.0%} of its real share of samples).")
     if measured and not with_cov:
         out.append("Per-class coverage: not available (no domain classifier with class logits for "
