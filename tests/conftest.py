@@ -255,3 +255,18 @@ def register_pixel_net() -> None:
 
     if "test-pixels" not in EXTRACTORS:
         EXTRACTORS.register("test-pixels")(lambda **kw: PixelNet())
+
+
+def displayed_image(page, element_id: str, old_src: str | None) -> tuple[str, np.ndarray]:
+    """Browser tests: the image element `element_id` once its source replaced `old_src` and it has loaded: its
+    blob URL and its pixels (the red channel: gray images)."""
+    page.wait_for_function("""([id, old]) => { const img = document.getElementById(id);
+        return img.src.startsWith('blob:') && img.src !== old && img.complete && img.naturalWidth > 0; }""",
+                           arg=[element_id, old_src])
+    src, width, rgba = page.evaluate("""id => { const img = document.getElementById(id);
+        const c = document.createElement('canvas');
+        [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        return [img.src, c.width, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)]; }""", element_id)
+    return src, np.asarray(rgba, np.uint8).reshape(-1, width, 4)[..., 0]

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, need_extra, synthetic_data, tiny_runs
+from conftest import FAST, displayed_image, need_extra, synthetic_data, tiny_runs
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -291,16 +291,7 @@ def test_page_in_headless_chromium(server_url, served, tmp_path):
 
     def shown(page, old_src: str | None) -> tuple[str, np.ndarray]:
         """The grid image the page displays once it replaced `old_src`: its blob URL and its pixels (gray)."""
-        page.wait_for_function("""old => { const img = document.getElementById('grid-img');
-            return img.src.startsWith('blob:') && img.src !== old && img.complete && img.naturalWidth > 0; }""",
-                               arg=old_src)
-        src, width, rgba = page.evaluate("""() => { const img = document.getElementById('grid-img');
-            const c = document.createElement('canvas');
-            [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
-            const ctx = c.getContext('2d');
-            ctx.drawImage(img, 0, 0);
-            return [img.src, c.width, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)]; }""")
-        return src, np.asarray(rgba, np.uint8).reshape(-1, width, 4)[..., 0]
+        return displayed_image(page, "grid-img", old_src)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])

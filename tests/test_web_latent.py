@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import test_web
 import torch
+from conftest import displayed_image
 from PIL import Image
 from starlette.testclient import TestClient
 from test_web import decode, expected
@@ -275,16 +276,7 @@ def test_sliders_and_upload_in_headless_chromium(server_url, served, gate, tmp_p
             route.abort()
 
     def shown(page, old: str | None) -> tuple[str, np.ndarray]:
-        page.wait_for_function("""old => { const img = document.getElementById('latent-img');
-            return img.src.startsWith('blob:') && img.src !== old && img.complete && img.naturalWidth > 0; }""",
-                               arg=old)
-        src, width, rgba = page.evaluate("""() => { const img = document.getElementById('latent-img');
-            const c = document.createElement('canvas');
-            [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
-            const ctx = c.getContext('2d');
-            ctx.drawImage(img, 0, 0);
-            return [img.src, c.width, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)]; }""")
-        return src, np.asarray(rgba, np.uint8).reshape(-1, width, 4)[..., 0]
+        return displayed_image(page, "latent-img", old)
 
     not_image = tmp_path / "notes.png"
     not_image.write_bytes(b"this is not a picture")
