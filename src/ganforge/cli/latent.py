@@ -15,6 +15,15 @@ METHOD_HELP = ("sefa: closed-form factorisation of the first layer (Shen & Zhou 
                "al. 2020); classifier: one linear boundary per class of a classifier (InterFaceGAN, Shen et al. 2020)")
 
 
+def _generator_flags(p: argparse.ArgumentParser, conditioning: bool) -> None:
+    """The flags every latent command shares: which generator, (labels), overwriting, device."""
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
+    if conditioning:
+        add_conditioning(p)
+    add_overwrite(p)
+    add_device(p, default="cpu")
+
+
 def _directions_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory written by `ganforge train`")
     p.add_argument("--method", required=True, help=METHOD_HELP)  # checked by the registry (no torch import here)
@@ -30,9 +39,7 @@ def _directions_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--condition", metavar="A", help="write direction A with the --keep directions projected out")
     p.add_argument("--keep", metavar="B[,C]", help="directions to leave unchanged while moving along --condition")
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
-    add_overwrite(p)
-    add_device(p, default="cpu")
+    _generator_flags(p, conditioning=False)
 
 
 def _directions(a: argparse.Namespace) -> int:
@@ -78,10 +85,7 @@ def _edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gif", help="an animated GIF: a frame per strength, the latents side by side")
     p.add_argument("--upscale", type=int, default=1, help="enlarge grid/GIF pixels N times (nearest)")
     p.add_argument("--duration", type=int, default=200, help="milliseconds per GIF frame (default 200)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
-    add_conditioning(p)
-    add_overwrite(p)
-    add_device(p, default="cpu")
+    _generator_flags(p, conditioning=True)
 
 
 def _edit(a: argparse.Namespace) -> int:
@@ -112,10 +116,7 @@ def _project_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network-weights", help="a weights file for --network (lpips-vgg16 needs one)")
     p.add_argument("--gif", action="store_true", help="also write <stem>.gif: target | reconstruction while it fits")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting points (default 0)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of G_ema")
-    add_conditioning(p)
-    add_overwrite(p)
-    add_device(p, default="cpu")
+    _generator_flags(p, conditioning=True)
 
 
 def _project(a: argparse.Namespace) -> int:
