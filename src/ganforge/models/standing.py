@@ -75,7 +75,8 @@ def prepare_loaded(
         return True if meta.get(META_KEY) else apply_standing_stats(G, label_kind=label_kind)
     if not meta.get(META_KEY):
         return False
-    names = {n for n, m in G.named_modules() if m in batchnorms(G)}
+    bn_ids = {id(m) for m in batchnorms(G)}
+    names = {n for n, m in G.named_modules() if id(m) in bn_ids}
     stats = {k[2:]: v for k, v in (tensors or {}).items()
              if k.startswith("G.") and k[2:].rpartition(".")[0] in names
              and k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")}
