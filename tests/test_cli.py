@@ -216,6 +216,20 @@ def test_demo_command_is_idempotent(tmp_path, capsys):
     assert rc == 0 and "already trained" in out
 
 
+def test_demo_keeps_an_older_demo_run_and_says_whose_it_is(tmp_path, capsys):
+    """A runs/demo trained by an earlier ganforge (the old demo preset) is neither retrained nor mixed with the new
+    recipe: the note names both presets, and the folder is left as it was."""
+    need_fashion_mnist()
+    run = tmp_path / "demo"
+    rc, _, err = run_cli(["train", "fashion_mnist_dcgan", "train.steps=3", "train.eval_every=0", "--run-dir", run],
+                         capsys)
+    assert rc == 0, err
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    rc, out, _ = run_cli(["demo", "--run-dir", run, "--steps", "3", "--no-eval"], capsys)
+    assert rc == 0 and "already trained with 'fashion_mnist_dcgan', not the current 'fashion_mnist_dcgan_fast'" in out
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
 @pytest.mark.slow  # 10,000 generated images and the 60,000 real ones through the domain CNN: ~1-2 min
 def test_demo_with_evaluation_writes_grid_metrics_and_report(tmp_path, capsys):
     """`ganforge demo` without --no-eval: after training, the real-vs-generated grid, FID/KID/IS of 10,000 images

@@ -133,3 +133,24 @@ def test_steps_may_be_null_only_under_a_time_budget():
     assert load_config("fashion_mnist_dcgan", ["train.steps=null", "train.max_seconds=60"])["train"]["steps"] is None
     with pytest.raises(UserError, match="train.steps is null but there is no time budget"):
         load_config("fashion_mnist_dcgan", ["train.steps=null"])
+
+
+def test_demo_preset_and_the_recipe_it_replaced():
+    """`make demo` trains fashion_mnist_dcgan_fast; fashion_mnist_dcgan keeps its published meaning (the Radford et al.
+    recipe at CPU width), and benchmarks/recipes.py's `old` pins exactly that recipe."""
+    import importlib.util
+    from pathlib import Path
+
+    from ganforge.training.launch import DEMO_PRESET
+
+    fast, old = load_config(DEMO_PRESET), load_config("fashion_mnist_dcgan")
+    assert DEMO_PRESET == "fashion_mnist_dcgan_fast"
+    assert (fast["model"]["nf"], fast["model"]["d_nf"], fast["train"]["lr_g"], fast["train"]["lr_d"]) == (48, 32, 8e-4, 8e-4)
+    assert (old["model"]["nf"], old["train"]["lr_g"], old["train"]["lr_d"], old["train"]["beta1"]) == (32, 2e-4, 2e-4, 0.5)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes.py"
+    spec = importlib.util.spec_from_file_location("recipes_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    preset, *overrides = bench.RECIPES["old"].split()
+    assert load_config(preset, overrides) == old  # the pins change nothing today: `old` is the old preset
+    assert bench.RECIPES["new"] == DEMO_PRESET

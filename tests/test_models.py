@@ -108,3 +108,13 @@ def test_inference_copy_folds_batchnorm_and_keeps_outputs():
     img = torch.randn(4, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(inference_copy(D)(img), D(img), atol=1e-5)
+
+
+def test_dcgan_d_nf_sets_the_discriminators_width_only():
+    """model.d_nf widens or narrows D alone (it was ignored by dcgan until the demo recipe needed it)."""
+    cfg = load_config("fashion_mnist_dcgan", ["model.nf=48", "model.d_nf=16"])
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    assert G.convs[0].out_channels == 48 * 4 and D.features[0].out_channels == 16 and D.head.in_channels == 16 * 4
+    same = build_discriminator(load_config("fashion_mnist_dcgan", ["model.nf=48"]))
+    assert same.features[0].out_channels == 48  # null d_nf: D as wide as G
+    assert D(G(torch.randn(2, 100))).shape == (2,)

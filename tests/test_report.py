@@ -83,6 +83,20 @@ def test_findings_name_the_better_run(pair):
 
 
 @pytest.mark.slow  # shares the pair fixture: two trainings and a report, ~15-40 s
+def test_json_holds_the_tables_numbers(pair):
+    _, short, long, out, _ = pair
+    doc = json.loads(out.with_suffix(".json").read_text())
+    runs = {r["label"]: r for r in doc["runs"]}
+    (lg,) = _evals(long, 200)
+    assert runs["long"]["metrics"]["fid"] == lg["fid"] and runs["long"]["step"] == 150
+    assert runs["short"]["step"] == 2 and runs["long"]["network"] == NET
+    d = runs["long"]["diagnostics"]
+    assert 0 <= d["recall"] <= 1 and len(d["coverage"]) == 10  # Fashion-MNIST's ten classes
+    assert abs(sum(c["generated"] for c in d["coverage"]) - 1) < 1e-6
+    assert doc["findings"] and doc["findings"][0] in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow  # shares the pair fixture: two trainings and a report, ~15-40 s
 def test_html_is_self_contained(pair):
     _, short, long, out, _ = pair
     html = out.read_text()

@@ -10,7 +10,7 @@ from ganforge.cli.common import Command, add_device, add_overwrite, device_name,
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to report on")
     p.add_argument(
-        "--out", default="report.html", help="HTML file to write; Markdown goes beside it (default %(default)s)"
+        "--out", default="report.html", help="HTML file to write; Markdown and JSON go beside it (default %(default)s)"
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--eval-n", type=int, help="images per side for runs without an evaluation at their final step "

@@ -120,8 +120,8 @@ def _g(cfg: dict[str, Any]) -> nn.Module:
 def _d(cfg: dict[str, Any]) -> nn.Module:
     m, d = cfg["model"], cfg["data"]
     dropout = 0.0 if m["d_dropout"] is None else m["d_dropout"]
-    return DCGANDiscriminator(d["resolution"], d["channels"], m["nf"], m["d_norm"], dropout, m["d_spectral_norm"],
-                              num_labels(cfg))
+    return DCGANDiscriminator(d["resolution"], d["channels"], m["d_nf"] or m["nf"], m["d_norm"], dropout,
+                              m["d_spectral_norm"], num_labels(cfg))
 
 
 MODELS.register("dcgan")(ModelFamily(_g, _d, resolutions=(28, 32, 64, 128), description="DCGAN (Radford et al. 2016)"))

@@ -308,6 +308,29 @@ def _md_link(path: Path | str | None, base: Path, alt: str) -> str | None:
     return f"![{alt}]({rel.replace(' ', '%20')})"
 
 
+def to_json(r: Report) -> str:
+    """The report's numbers for scripts (benchmarks/recipes.py reads it): per run its metrics record as eval.jsonl
+    holds it, its diagnostics (precision/recall, diversity, class coverage) and where it stands; then the findings."""
+    runs = [{
+        "label": f.label, "path": str(f.path), "name": f.name, "seed": f.seed, "step": f.step,
+        "images_seen": f.images_seen, "train_seconds": f.train_seconds, "network": f.network,
+        "metrics": f.metrics, "metrics_note": f.metrics_note, "diagnostics": f.diagnostics,
+        "diverged_at": f.diverged_at, "notes": f.notes,
+    } for f in r.facts]
+    doc = {"title": r.title, "written": r.written, "budget": r.budget, "runs": runs, "findings": r.findings,
+           "limitations": r.limitations, "environment": r.environment}
+    return json.dumps(doc, indent=1, default=_json_value)
+
+
+def _json_value(v: Any) -> Any:
+    """numpy scalars and paths, which diagnostics and records may hold, as plain JSON values."""
+    if isinstance(v, Path):
+        return str(v)
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+
 def to_markdown(r: Report, base: Path) -> str:
     """Markdown beside the HTML: images link to the run folders' PNGs, relative to `base`."""
     facts = r.facts

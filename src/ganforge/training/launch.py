@@ -336,7 +336,8 @@ def _fit(plan: _Plan, quiet: bool, d: Dist) -> tuple[RunDir, dict[str, Any]]:
     return (run if run is not None else RunDir(plan.path, tensorboard=False)), summary
 
 
-DEMO_PRESET = "fashion_mnist_dcgan"
+# `make demo`'s recipe, chosen by measurement (benchmarks/recipes.py); until 2026-12 it was fashion_mnist_dcgan
+DEMO_PRESET = "fashion_mnist_dcgan_fast"
 
 
 def train_or_continue(
@@ -350,9 +351,13 @@ def train_or_continue(
     if not is_run_dir(path):
         run, summary = train(preset, overrides, run_dir=path, device=device)
         return run.path, summary, None
-    target = apply_overrides(RunDir(path, tensorboard=False).read_config(), overrides)["train"]["steps"]
+    cfg = RunDir(path, tensorboard=False).read_config()
+    target = apply_overrides(cfg, overrides)["train"]["steps"]
     have = ckpt.list_checkpoints(path / "checkpoints")
     if have and target is not None and have[-1][0] >= target:
-        return path, {"step": have[-1][0]}, f"run {path} is already trained (step {have[-1][0]}); delete it to train again"
+        name = load_config(preset)["name"]
+        other = "" if cfg.get("name") == name else f" with {cfg.get('name')!r}, not the current {name!r}"
+        return path, {"step": have[-1][0]}, (f"run {path} is already trained{other} (step {have[-1][0]}); "
+                                             "delete it to train again")
     run, summary = train(None, overrides, resume=path, device=device)
     return run.path, summary, None
