@@ -10,7 +10,8 @@ in one `ganforge compare` (same machine, same minutes of training each, several 
 
     python benchmarks/recipes.py                          # 5 minutes, seeds 0,1,2, both judges
     python benchmarks/recipes.py --minutes 2 --seeds 0    # one point of the curve, quickly
-    python benchmarks/recipes.py --recipe 'bf16=fashion_mnist_dcgan_fast train.amp=bf16'   # any variant
+    python benchmarks/recipes.py --recipe new=fashion_mnist_dcgan_fast \
+        --recipe 'bf16=fashion_mnist_dcgan_fast train.amp=bf16'         # any variants; the first is the baseline
     python benchmarks/recipes.py --figure docs/img/recipes-5min.png    # the README's side-by-side grids
 
 The figure shows 64 real images and 64 samples of each recipe's seed-0 run (G_ema, same noise), and the share of
@@ -72,8 +73,11 @@ def mean_std(xs: list[float], fmt: str = "{:.2f}") -> str:
 
 def worst_class(cov: list[dict[str, Any]]) -> tuple[str, float]:
     """The class whose generated share is the smallest fraction of its real share."""
-    c = min(cov, key=lambda c: c["generated"] / c["real"] if c["real"] else 1.0)
-    return c["class"], c["generated"] / c["real"]
+    def ratio(c: dict[str, Any]) -> float:
+        return c["generated"] / c["real"] if c["real"] else 1.0
+
+    c = min(cov, key=ratio)
+    return c["class"], ratio(c)
 
 
 def figure(path: Path, runs: dict[str, Any], labels: list[str], seed: int, minutes: float) -> Path:
@@ -131,12 +135,14 @@ def main() -> None:
     ap.add_argument("--out", default="runs/recipes")
     ap.add_argument("--recipe", action="append", metavar="LABEL=PRESET k=v ...",
                     help="recipes to compare, the first is the baseline (default: " + ", ".join(RECIPES) + ")")
-    ap.add_argument("--judge2", default=None, help="second judge's weights (default OUT/../judge2-fashion-mnist-"
-                    "cnn-seed1.safetensors, trained when missing)")
+    ap.add_argument("--judge2", default=None, help="second judge's weights (default: judge2-fashion-mnist-cnn-"
+                    "seed1.safetensors in --out, trained when missing)")
     ap.add_argument("--no-judge2", action="store_true")
     ap.add_argument("--figure", help="also write the side-by-side grids and class shares to this PNG")
     ap.add_argument("--figure-only", action="store_true", help="only redraw --figure from OUT's finished report.json")
     a = ap.parse_args()
+    if a.figure_only and not a.figure:
+        ap.error("--figure-only needs --figure PNG")
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out) / f"{a.minutes:g}min"
     entries = [parse_entry(r) for r in (a.recipe or [f"{k}={v}" for k, v in RECIPES.items()])]
