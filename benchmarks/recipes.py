@@ -87,20 +87,16 @@ def figure(path: Path, runs: dict[str, Any], labels: list[str], seed: int, minut
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    import torch
 
     import ganforge
-    from ganforge.data import load_dataset
     from ganforge.images import make_grid
+    from ganforge.visualize import _real_batch
 
-    data = load_dataset("fashion-mnist", 32, 1)
-    idx = np.sort(np.random.default_rng(0).choice(len(data.images), 64, replace=False))
-    real = torch.from_numpy(np.asarray(data.images[idx])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    gens = [(lb, runs[f"{lb}-seed{seed}"], ganforge.load(runs[f"{lb}-seed{seed}"]["path"])) for lb in labels]
+    real, _ = _real_batch(gens[0][2].config, 64, 0)  # the real images `ganforge compare-grid` shows (seed 0)
     grids = [("real (training data)", make_grid(real))]
-    for lb in labels:
-        r = runs[f"{lb}-seed{seed}"]
-        x = ganforge.load(r["path"]).sample(64, seed=0).tensor
-        grids.append((f"{lb}: FID {r['metrics']['fid']:.2f}, step {r['step']:,}", make_grid(x)))
+    grids += [(f"{lb}: FID {r['metrics']['fid']:.2f}, step {r['step']:,}", make_grid(G.sample(64, seed=0).tensor))
+              for lb, r, G in gens]
     fig = plt.figure(figsize=(3.3 * len(grids), 6.2), dpi=110)
     for i, (title, g) in enumerate(grids):
         ax = fig.add_subplot(2, len(grids), i + 1)
