@@ -308,12 +308,15 @@ def train(
     dev = resolve_device(requested["device"])
     distributed.check_world(requested, d.world, dev)
     created = distributed.start(d, dev, requested["train"]["dist_timeout"])
+    clean = False
     try:
         plan = _plan_distributed(d, config, overrides, run_dir, resume, init_from, data)
-        return _fit(plan, quiet, d)
+        result = _fit(plan, quiet, d)
+        clean = True
+        return result
     finally:
         if created:
-            distributed.stop()
+            distributed.stop(clean)
 
 
 def _fit(plan: _Plan, quiet: bool, d: Dist) -> tuple[RunDir, dict[str, Any]]:
