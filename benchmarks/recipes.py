@@ -80,8 +80,10 @@ def worst_class(cov: list[dict[str, Any]]) -> tuple[str, float]:
     return c["class"], ratio(c)
 
 
-def figure(path: Path, runs: dict[str, Any], labels: list[str], seed: int, minutes: float) -> Path:
-    """Real images and each recipe's samples side by side, above a bar chart of per-class shares."""
+def figure(path: Path, runs: dict[str, Any], labels: list[str], seed: int, minutes: float,
+           display: list[str] | None = None) -> Path:
+    """Real images and each recipe's samples side by side, above a bar chart of per-class shares; `display` are
+    what the figure calls the recipes (default: their labels)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,10 +94,11 @@ def figure(path: Path, runs: dict[str, Any], labels: list[str], seed: int, minut
     from ganforge.images import make_grid
     from ganforge.visualize import _real_batch
 
+    shown = dict(zip(labels, display or labels, strict=True))
     gens = [(lb, runs[f"{lb}-seed{seed}"], ganforge.load(runs[f"{lb}-seed{seed}"]["path"])) for lb in labels]
     real, _ = _real_batch(gens[0][2].config, 64, 0)  # the real images `ganforge compare-grid` shows (seed 0)
     grids = [("real (training data)", make_grid(real))]
-    grids += [(f"{lb}: FID {r['metrics']['fid']:.2f}, step {r['step']:,}", make_grid(G.sample(64, seed=0).tensor))
+    grids += [(f"{shown[lb]}: FID {r['metrics']['fid']:.2f}, step {r['step']:,}", make_grid(G.sample(64, seed=0).tensor))
               for lb, r, G in gens]
     fig = plt.figure(figsize=(3.3 * len(grids), 6.2), dpi=110)
     for i, (title, g) in enumerate(grids):
@@ -108,7 +111,7 @@ def figure(path: Path, runs: dict[str, Any], labels: list[str], seed: int, minut
     names = [c["class"] for c in cov[0]]
     width = 0.8 / (len(labels) + 1)
     bars = [("real", [c["real"] for c in cov[0]])]
-    bars += [(lb, [c["generated"] for c in cv]) for lb, cv in zip(labels, cov, strict=True)]
+    bars += [(shown[lb], [c["generated"] for c in cv]) for lb, cv in zip(labels, cov, strict=True)]
     for j, (lb, shares) in enumerate(bars):
         ax.bar(np.arange(len(names)) + (j - len(labels) / 2) * width, shares, width, label=lb)
     ax.axhline(0.05, color="0.6", lw=0.8, ls="--")
@@ -136,9 +139,14 @@ def main() -> None:
     ap.add_argument("--no-judge2", action="store_true")
     ap.add_argument("--figure", help="also write the side-by-side grids and class shares to this PNG")
     ap.add_argument("--figure-only", action="store_true", help="only redraw --figure from OUT's finished report.json")
+    ap.add_argument("--figure-names", help="what the figure calls the recipes, comma-separated in --recipe order "
+                    "(default: their labels)")
     a = ap.parse_args()
     if a.figure_only and not a.figure:
         ap.error("--figure-only needs --figure PNG")
+    names = a.figure_names.split(",") if a.figure_names else None
+    if names is not None and len(names) != len(a.recipe or RECIPES):
+        ap.error(f"--figure-names needs one name per recipe ({len(a.recipe or RECIPES)}), got {len(names)}")
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out) / f"{a.minutes:g}min"
     entries = [parse_entry(r) for r in (a.recipe or [f"{k}={v}" for k, v in RECIPES.items()])]
@@ -148,7 +156,7 @@ def main() -> None:
     report = json.loads((out / "report.json").read_text())
     runs = {r["label"]: r for r in report["runs"]}
     if a.figure_only:
-        print(f"figure: {figure(Path(a.figure), runs, [e.label for e in entries], seeds[0], a.minutes)}")
+        print(f"figure: {figure(Path(a.figure), runs, [e.label for e in entries], seeds[0], a.minutes, names)}")
         return
     w2 = None if a.no_judge2 else judge2_weights(Path(a.judge2 or Path(a.out) / "judge2-fashion-mnist-cnn-seed1.safetensors"))
 
@@ -185,7 +193,7 @@ def main() -> None:
     (out / "recipes.md").write_text(table + "\n")
     print(table)
     if a.figure:
-        print(f"figure: {figure(Path(a.figure), runs, [e.label for e in entries], seeds[0], a.minutes)}")
+        print(f"figure: {figure(Path(a.figure), runs, [e.label for e in entries], seeds[0], a.minutes, names)}")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,9 @@ def test_demo_preset_and_the_recipe_it_replaced():
     fast, old = load_config(DEMO_PRESET), load_config("fashion_mnist_dcgan")
     assert DEMO_PRESET == "fashion_mnist_dcgan_fast"
     assert (fast["model"]["nf"], fast["model"]["d_nf"], fast["train"]["lr_g"], fast["train"]["lr_d"]) == (48, 32, 8e-4, 8e-4)
+    assert (fast["model"]["d_mbstd"], fast["train"]["ema_decay"]) == (4, 0.9995)
     assert (old["model"]["nf"], old["train"]["lr_g"], old["train"]["lr_d"], old["train"]["beta1"]) == (32, 2e-4, 2e-4, 0.5)
+    assert (old["model"]["d_mbstd"], old["train"]["ema_decay"]) == (0, 0.999)
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes.py"
     spec = importlib.util.spec_from_file_location("recipes_bench", path)
     bench = importlib.util.module_from_spec(spec)

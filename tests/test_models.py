@@ -118,3 +118,22 @@ def test_dcgan_d_nf_sets_the_discriminators_width_only():
     same = build_discriminator(load_config("fashion_mnist_dcgan", ["model.nf=48"]))
     assert same.features[0].out_channels == 48  # null d_nf: D as wide as G
     assert D(G(torch.randn(2, 100))).shape == (2,)
+
+
+def test_dcgan_minibatch_stddev_lets_d_see_the_groups_variety():
+    """model.d_mbstd=G: each logit depends on the other images of its group of G (and on no others); 0 keeps
+    the published D, parameter for parameter."""
+    plain = build_discriminator(load_config("fashion_mnist_dcgan", ["model.nf=8"])).eval()
+    assert plain.mbstd is None and plain.head.in_channels == 8 * 4
+    D = build_discriminator(load_config("fashion_mnist_dcgan", ["model.nf=8", "model.d_mbstd=4"])).eval()
+    assert D.head.in_channels == 8 * 4 + 1
+    assert set(D.state_dict()) == set(plain.state_dict())  # the stddev map has no weights of its own
+    x = torch.randn(8, 1, 32, 32)
+    y = x.clone()
+    y[0] += 1.0  # image 0 changes: groups are images {0, 2, 4, 6} and {1, 3, 5, 7} (a strided reshape)
+    with torch.no_grad():
+        a, b = D(x), D(y)
+    changed = (a - b).abs() > 1e-6
+    assert changed[[0, 2, 4, 6]].all() and not changed[[1, 3, 5, 7]].any()
+    with torch.no_grad():  # without the stddev map the other images do not move
+        assert ((plain(x) - plain(y)).abs() > 1e-6).tolist() == [True] + [False] * 7

@@ -264,6 +264,21 @@ def test_losses_match_torch():
         assert float(g(tf.constant(f))) == pytest.approx(want_g, rel=1e-6, abs=1e-6), name
 
 
+def test_minibatch_stddev_discriminator_matches_torch():
+    """model.d_mbstd in the Keras twin: the same logits as torch's D (the stddev map over the same strided
+    groups), in training and eval mode, for a batch the group divides and one it does not."""
+    cfg = config.load_config("fashion_mnist_dcgan", ["model.nf=4", "model.d_mbstd=4"])
+    D = build_discriminator(cfg)
+    KD = keras_discriminator(D, (32, 32, 1))
+    for n, training in ((8, False), (6, False), (8, True)):  # eval first: a training pass moves BN statistics
+        x = torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(n)) * 2 - 1
+        D.train(training)
+        with torch.no_grad():
+            want = D(x).numpy()
+        got = KD(tf.constant(x.numpy().transpose(0, 2, 3, 1)), training=training).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_gradient_penalty_matches_torch():
     """Value and D-weight gradients of the penalty (a double backward) equal torch's on a conditional critic."""
     cfg = config.load_config("mnist_cgan", ["model.nf=4", "model.d_norm=none"])

@@ -16,12 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge.config import Key, extend_schema
+from ganforge.models.equalized import MinibatchStd
 from ganforge.models.layers import Norm2d, Projection, label_vector, maybe_sn
 from ganforge.models.registry import MODELS, ModelFamily, num_labels
 
 extend_schema("model", {
     "d_norm": Key("batch", str, "dcgan: normalization in D", choices=("batch", "none")),
     "d_spectral_norm": Key(False, bool, "dcgan: spectral normalisation of every D weight (sngan always has it)"),
+    "d_mbstd": Key(0, int, "dcgan: minibatch-stddev group size before D's head, a diversity signal against dropped "
+                           "modes (ProGAN); 0 = off", min=0, max=1024),
 }, owner="dcgan")
 
 
@@ -82,7 +85,7 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     def __init__(
         self, resolution: int, channels: int, nf: int = 64, norm: str = "batch", dropout: float = 0.0,
-        sn: bool = False, labels: int | None = None,
+        sn: bool = False, labels: int | None = None, mbstd: int = 0,
     ) -> None:
         super().__init__()
         base, n = _stages(resolution)
@@ -100,13 +103,16 @@ class DCGANDiscriminator(nn.Module):
             layers += act()
             c *= 2
         self.features = nn.Sequential(*layers)
-        self.head = maybe_sn(nn.Conv2d(c, 1, base, 1, 0, bias=not use_bn), sn)
+        # the spread of each feature over a group of images, as one more map: D sees a batch with too little
+        # variety (a dropped class) and G's gradient pushes it apart
+        self.mbstd = MinibatchStd(mbstd, 1) if mbstd else None
+        self.head = maybe_sn(nn.Conv2d(c + (1 if mbstd else 0), 1, base, 1, 0, bias=not use_bn), sn)
         self.projection = Projection(labels, c * base * base, sn) if labels else None
         self.apply(dcgan_init)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(x)
-        out = self.head(h).view(-1)
+        out = self.head(h if self.mbstd is None else self.mbstd(h)).view(-1)
         if self.projection is not None:
             out = out + self.projection(h.flatten(1), labels)
         return out
@@ -121,7 +127,7 @@ def _d(cfg: dict[str, Any]) -> nn.Module:
     m, d = cfg["model"], cfg["data"]
     dropout = 0.0 if m["d_dropout"] is None else m["d_dropout"]
     return DCGANDiscriminator(d["resolution"], d["channels"], m["d_nf"] or m["nf"], m["d_norm"], dropout,
-                              m["d_spectral_norm"], num_labels(cfg))
+                              m["d_spectral_norm"], num_labels(cfg), m["d_mbstd"])
 
 
 MODELS.register("dcgan")(ModelFamily(_g, _d, resolutions=(28, 32, 64, 128), description="DCGAN (Radford et al. 2016)"))

@@ -296,14 +296,40 @@ class MLPDiscriminator(KeyedModel):
         return ops.reshape(self._run(self.net, h, training, seed), (-1,))
 
 
+class MinibatchStd(layers.Layer):
+    """models/equalized.py MinibatchStd with one map, in NHWC: the mean over positions and features of the
+    per-group standard deviation, appended as a last channel; groups are the same strided images as torch's."""
+
+    def __init__(self, group_size: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.group_size = group_size
+
+    def call(self, x: Any) -> Any:
+        n, h, w, c = x.shape
+        if n is None:
+            raise NotImplementedError("minibatch stddev needs a batch size known when the graph is traced")
+        g = min(self.group_size, n)
+        g = n if n % g else g
+        y = ops.reshape(x, (g, n // g, h, w, c))
+        y = ops.mean(ops.square(y - ops.mean(y, axis=0)), axis=0)
+        y = ops.mean(ops.sqrt(y + 1e-8), axis=(1, 2, 3))  # (n // g,)
+        y = ops.tile(ops.reshape(y, (1, n // g, 1, 1, 1)), (g, 1, h, w, 1))
+        return ops.concatenate([x, ops.reshape(y, (n, h, w, 1))], axis=-1)
+
+
 class DCGANDiscriminator(KeyedModel):
-    """models/dcgan.py DCGANDiscriminator: conv features (4x4 stride 2, [BatchNorm], LeakyReLU, [Dropout]), a
-    base x base conv head, plus the projection <embed(y), flatten(NCHW h)> when conditional."""
+    """models/dcgan.py DCGANDiscriminator: conv features (4x4 stride 2, [BatchNorm], LeakyReLU, [Dropout]), [a
+    minibatch-stddev map], a base x base conv head, plus the projection <embed(y), flatten(NCHW h)> when
+    conditional."""
 
     def __init__(self, D: nn.Module, in_shape: tuple[int, int, int], name: str = "D") -> None:
         super().__init__(name=name)
         self.entries = []
         self.features, shape = self._sequence(D.features, "features", in_shape)
+        self.mbstd = None
+        if getattr(D, "mbstd", None) is not None:
+            self.mbstd = MinibatchStd(D.mbstd.group_size, name="mbstd")
+            shape = (*shape[:-1], shape[-1] + 1)
         self.head, entries, _ = translate(D.head, "head", shape)
         self.entries += entries
         self.projection = None
@@ -318,7 +344,7 @@ class DCGANDiscriminator(KeyedModel):
 
     def call(self, x: Any, labels: Any = None, training: bool = False, seed: Any = None) -> Any:
         h = self._run(self.features, x, training, seed)
-        out = ops.reshape(self.head(h), (-1,))
+        out = ops.reshape(self.head(h if self.mbstd is None else self.mbstd(h)), (-1,))
         if self.projection is not None:
             flat = ops.reshape(ops.transpose(h, (0, 3, 1, 2)), (-1, self.flat))
             out = out + ops.sum(self.projection(labels) * flat, axis=1)
