@@ -136,7 +136,7 @@ def stop(clean: bool = True) -> None:
 
     Why the barrier and the pause: gloo's worker thread drops its reference to a finished collective's tensors
     only after the caller's wait() has returned, and that drop needs the GIL. A process that reaches interpreter
-    shutdown first aborts ("terminate called without an active exception": 5 of 100 two-process runs here, seen
+    shutdown first aborts ("terminate called without an active exception": 5 of 113 two-process runs here, seen
     in CI). The barrier (its tensor is C++-only) makes every earlier collective finished, the pause hands the GIL
     to the worker. `clean` is False after an error: then a peer may be gone, and only the pause is kept."""
     if not (tdist.is_available() and tdist.is_initialized()):
