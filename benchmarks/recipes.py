@@ -144,12 +144,12 @@ def main() -> None:
     a = ap.parse_args()
     if a.figure_only and not a.figure:
         ap.error("--figure-only needs --figure PNG")
-    names = a.figure_names.split(",") if a.figure_names else None
-    if names is not None and len(names) != len(a.recipe or RECIPES):
-        ap.error(f"--figure-names needs one name per recipe ({len(a.recipe or RECIPES)}), got {len(names)}")
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out) / f"{a.minutes:g}min"
     entries = [parse_entry(r) for r in (a.recipe or [f"{k}={v}" for k, v in RECIPES.items()])]
+    names = a.figure_names.split(",") if a.figure_names else None
+    if names is not None and len(names) != len(entries):
+        ap.error(f"--figure-names needs one name per recipe ({len(entries)}), got {len(names)}")
 
     if not a.figure_only:
         compare(entries, out, minutes=a.minutes, seeds=seeds, eval_n=a.eval_n, quiet=True)
